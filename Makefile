@@ -1,0 +1,62 @@
+# Every target runs inside the project's virtual environment (.venv), which
+# `make setup` creates; override PYTHON to build it from another interpreter.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+LISTEN ?= 127.0.0.1:50051
+PROTOS := $(shell find protos -name '*.proto' | sort)
+# Codegen runs from the proto root so that imports read `users.v1.*`, the
+# package name under which generated/ is installed.
+PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
+
+.PHONY: setup run proto proto-check lint format typecheck test check bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)  ## Create .venv and install the service with its dev tools.
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+run: setup  ## Run the service on SQLite (./data/users.sqlite3).
+	$(PY) -m service --listen $(LISTEN)
+
+define generate
+	rm -rf $(1) && mkdir -p $(1)
+	$(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
+		--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	find $(1)/users -type d -exec touch {}/__init__.py \;
+	touch $(1)/users/py.typed
+endef
+
+proto:  ## Regenerate generated/ from protos/.
+	$(call generate,generated)
+
+proto-check:  ## Fail when generated/ is stale.
+	$(call generate,.proto-check)
+	diff -r -x __pycache__ generated .proto-check || \
+		(echo 'generated/ is stale: run make proto and commit the result' && exit 1)
+	rm -rf .proto-check
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck:
+	$(BIN)/mypy
+
+test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
+	$(BIN)/pytest
+
+check: setup lint typecheck proto-check test  ## What CI runs.
+
+clean:
+	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""users: a gRPC service that owns user accounts, credentials, posts and balances."""

@@ -1,0 +1,1 @@
+"""Transport: thin servicer methods, proto <-> entity mappers, the error -> status table."""

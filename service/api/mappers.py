@@ -1,0 +1,70 @@
+"""Entity -> proto conversion. Passwords and hashes have no field to land in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from users.v1 import resources_pb2
+
+from service.domain.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from service.domain.entities import Post, Transfer, User
+
+__all__ = ["datetime_or_none", "post_to_proto", "transfer_to_proto", "user_to_proto"]
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def datetime_or_none(message: Message, field: str) -> datetime | None:
+    """The Timestamp field as an aware datetime, or None when it is unset."""
+    if not message.HasField(field):
+        return None
+    stamp: Timestamp = getattr(message, field)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "Timestamp is out of range.") from None
+
+
+def user_to_proto(user: User) -> resources_pb2.User:
+    message = resources_pb2.User(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        display_name=user.display_name,
+        balance=user.balance,
+        create_time=_timestamp(user.create_time),
+        update_time=_timestamp(user.update_time),
+    )
+    if user.posts is not None:
+        message.posts.extend(post_to_proto(p) for p in user.posts)
+    return message
+
+
+def post_to_proto(post: Post) -> resources_pb2.Post:
+    return resources_pb2.Post(
+        id=post.id,
+        user_id=post.user_id,
+        title=post.title,
+        body=post.body,
+        create_time=_timestamp(post.create_time),
+    )
+
+
+def transfer_to_proto(transfer: Transfer) -> resources_pb2.Transfer:
+    return resources_pb2.Transfer(
+        id=transfer.id,
+        from_user_id=transfer.from_user_id,
+        to_user_id=transfer.to_user_id,
+        amount=transfer.amount,
+        request_id=transfer.request_id,
+        create_time=_timestamp(transfer.create_time),
+    )

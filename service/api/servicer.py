@@ -1,0 +1,113 @@
+"""users.v1.UserService: each method parses its request, calls the domain, maps the result.
+
+Errors are not handled here: domain errors propagate to the error interceptor,
+which owns the translation to gRPC statuses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from google.protobuf import empty_pb2
+from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
+
+from service.api.mappers import datetime_or_none, user_to_proto
+
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    import grpc.aio
+
+    from service.domain.users import Accounts
+
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+__all__ = ["UserServicer"]
+
+
+class UserServicer(user_service_pb2_grpc.UserServiceServicer):
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def CreateUser(
+        self, request: user_service_pb2.CreateUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._accounts.create(
+            username=request.username,
+            password=request.password,
+            email=request.email,
+            display_name=request.display_name,
+        )
+        return user_to_proto(user)
+
+    async def GetUser(
+        self, request: user_service_pb2.GetUserRequest, context: Context
+    ) -> resources_pb2.User:
+        full = request.view == resources_pb2.USER_VIEW_FULL
+        return user_to_proto(await self._accounts.get(request.id, with_posts=full))
+
+    async def LookupUser(
+        self, request: user_service_pb2.LookupUserRequest, context: Context
+    ) -> resources_pb2.User:
+        which = request.WhichOneof("identifier")
+        user = await self._accounts.lookup(
+            username=request.username if which == "username" else None,
+            email=request.email if which == "email" else None,
+        )
+        return user_to_proto(user)
+
+    async def BatchGetUsers(
+        self, request: user_service_pb2.BatchGetUsersRequest, context: Context
+    ) -> user_service_pb2.BatchGetUsersResponse:
+        users = await self._accounts.batch_get(list(request.ids))
+        return user_service_pb2.BatchGetUsersResponse(users=[user_to_proto(u) for u in users])
+
+    async def ListUsers(
+        self, request: user_service_pb2.ListUsersRequest, context: Context
+    ) -> user_service_pb2.ListUsersResponse:
+        page = await self._accounts.list(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            username_prefix=request.username_prefix,
+            created_after=datetime_or_none(request, "created_after"),
+            created_before=datetime_or_none(request, "created_before"),
+            order_by=request.order_by,
+        )
+        return user_service_pb2.ListUsersResponse(
+            users=[user_to_proto(u) for u in page.users],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def UpdateUser(
+        self, request: user_service_pb2.UpdateUserRequest, context: Context
+    ) -> resources_pb2.User:
+        values = {
+            "username": request.user.username,
+            "email": request.user.email,
+            "display_name": request.user.display_name,
+        }
+        user = await self._accounts.update(request.user.id, values, list(request.update_mask.paths))
+        return user_to_proto(user)
+
+    async def DeleteUser(
+        self, request: user_service_pb2.DeleteUserRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._accounts.delete(request.id)
+        return empty_pb2.Empty()
+
+    async def AuthenticateUser(
+        self,
+        request: user_service_pb2.AuthenticateUserRequest,
+        context: Context,
+    ) -> user_service_pb2.AuthenticateUserResponse:
+        user = await self._accounts.authenticate(request.username, request.password)
+        return user_service_pb2.AuthenticateUserResponse(user=user_to_proto(user))
+
+    async def ChangePassword(
+        self, request: user_service_pb2.ChangePasswordRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._accounts.change_password(
+            request.id, request.current_password, request.new_password
+        )
+        return empty_pb2.Empty()

@@ -1,0 +1,1 @@
+"""Tortoise models and queries. Rows never leave this package: callers get entities."""

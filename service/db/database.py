@@ -1,0 +1,97 @@
+"""Connecting to the database, creating its schema, and probing it.
+
+Tortoise 1.x keeps its state in a context variable. ``Database`` owns one
+``TortoiseContext``; ``activate()`` makes it current for the calling task, and
+tasks created while it is current (grpc.aio's handler tasks are created by
+``server.start()``) inherit it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tortoise.context import TortoiseContext
+from tortoise.exceptions import IntegrityError
+
+from service.db.models import ServiceSecret
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["Database", "is_postgres", "with_pool_size"]
+
+MODELS = ["service.db.models"]
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in {"postgres", "postgresql", "asyncpg"}
+
+
+def with_pool_size(url: str, size: int) -> str:
+    """Set the asyncpg pool size unless the URL already sets it."""
+    if not is_postgres(url):
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("maxsize", str(size))
+    query.setdefault("minsize", str(min(size, 2)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    path = url[len("sqlite://") :].split("?", 1)[0]
+    return None if path in {"", ":memory:"} else Path(path)
+
+
+class Database:
+    """One database: its Tortoise context, schema and health probe."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = with_pool_size(url, pool_size)
+        self.context = TortoiseContext()
+        self.dialect = "postgres" if is_postgres(url) else "sqlite"
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """Make this database current for the calling task (and tasks it creates)."""
+        with self.context:
+            yield
+
+    async def connect(self, *, create_schema: bool = True) -> None:
+        path = _sqlite_path(self.url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with self.activate():
+            await self.context.init(db_url=self.url, modules={"models": MODELS})
+            # Tortoise connects lazily; fail here, not on the first request.
+            await self.probe()
+            if create_schema:
+                await self.context.generate_schemas(safe=True)
+
+    async def probe(self) -> None:
+        """Run ``SELECT 1``; raises when the database cannot be reached."""
+        await self.context.db().execute_query("SELECT 1")
+
+    async def close(self) -> None:
+        await self.context.close_connections()
+
+    async def secret(self, name: str, nbytes: int = 32) -> bytes:
+        """A random secret made once and shared by every process on this database."""
+        with self.activate():
+            row = await ServiceSecret.get_or_none(name=name)
+            if row is None:
+                value = base64.b64encode(secrets.token_bytes(nbytes)).decode()
+                try:
+                    row = await ServiceSecret.create(name=name, value=value)
+                except IntegrityError:
+                    # Another process made it first; use theirs.
+                    row = await ServiceSecret.get(name=name)
+            return base64.b64decode(row.value)

@@ -1,0 +1,60 @@
+"""Translation of driver and ORM failures into domain errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from tortoise.exceptions import DBConnectionError, IntegrityError
+
+from service.domain.errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    EmailTaken,
+    UsernameTaken,
+    UsersError,
+)
+
+__all__ = ["as_unavailable", "unique_violation"]
+
+_DRIVER_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    DBConnectionError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    *_DRIVER_UNAVAILABLE,
+)
+
+
+def unique_violation(error: IntegrityError) -> AlreadyExists | None:
+    """The domain error for a unique-index violation, or None if it is another one.
+
+    PostgreSQL names the constraint (``users_username_key_key``); SQLite names
+    the column (``UNIQUE constraint failed: users.username_key``).
+    """
+    cause = error.__cause__
+    text = getattr(cause, "constraint_name", None) or str(error)
+    if "username_key" in text:
+        return UsernameTaken()
+    if "email_key" in text:
+        return EmailTaken()
+    return None
+
+
+def as_unavailable(error: BaseException) -> UsersError | None:
+    """DatabaseUnavailable if the error (or one it was raised from) is a lost connection."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _UNAVAILABLE):
+            return DatabaseUnavailable()
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -1,0 +1,66 @@
+"""What the domain works with: plain immutable records, never ORM rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ["Credentials", "Post", "Transfer", "User", "UserQuery"]
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    id: int
+    user_id: int
+    title: str
+    body: str
+    create_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    email: str
+    display_name: str
+    balance: int
+    create_time: datetime
+    update_time: datetime
+    # None when posts were not loaded (basic view), a tuple otherwise.
+    posts: tuple[Post, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A user together with its password hash; never leaves the domain."""
+
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: int
+    from_user_id: int
+    to_user_id: int
+    amount: int
+    request_id: str
+    create_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """Filters and order of ListUsers, already validated.
+
+    ``sort_field`` is one of ``id``, ``create_time`` and ``username``; ties
+    are broken by id, so the order is total and keyset pagination is stable.
+    """
+
+    username_prefix_key: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    sort_field: str = "id"
+    descending: bool = False

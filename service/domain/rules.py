@@ -1,0 +1,172 @@
+"""Validation and normalisation of user input.
+
+Each ``check_*`` function returns the normalised value or raises
+``InvalidArgument`` naming the field. Identity keys (``*_key``) are what
+uniqueness is enforced on in the database; display forms keep the case the
+user chose.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, cast
+
+from email_validator import EmailNotValidError, validate_email
+
+from service.domain.errors import FieldViolation, InvalidArgument
+
+__all__ = [
+    "DISPLAY_NAME_MAX",
+    "EMAIL_MAX",
+    "PASSWORD_MAX",
+    "PASSWORD_MIN",
+    "USERNAME_MAX",
+    "USERNAME_MIN",
+    "CheckedEmail",
+    "CheckedUsername",
+    "Violations",
+    "check_display_name",
+    "check_email",
+    "check_id",
+    "check_password",
+    "check_username",
+    "email_key",
+    "identity_key",
+    "normalise_password",
+]
+
+USERNAME_MIN, USERNAME_MAX = 3, 32
+EMAIL_MAX = 254
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+DISPLAY_NAME_MAX = 128
+P = ParamSpec("P")
+T = TypeVar("T")
+_USERNAME_PUNCTUATION = frozenset("._-")
+# Anything a terminal or a log line would interpret rather than show.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def identity_key(text: str) -> str:
+    """NFKC_Casefold-style key: compatibility forms and case fold together.
+
+    NFKC runs again after casefolding because folding can produce characters
+    that compose differently (Unicode's NFKC_Casefold is stable this way), so
+    the key of a key is the key itself.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+class CheckedUsername(str):
+    """A valid username in display form (NFKC), with its identity key."""
+
+    key: str
+
+    def __new__(cls, display: str) -> CheckedUsername:
+        obj = super().__new__(cls, display)
+        obj.key = identity_key(display)
+        return obj
+
+
+class CheckedEmail(str):
+    """A valid, normalised e-mail address, with its identity key."""
+
+    key: str
+
+    def __new__(cls, normalised: str) -> CheckedEmail:
+        obj = super().__new__(cls, normalised)
+        obj.key = email_key(normalised)
+        return obj
+
+
+def check_username(raw: str, field: str = "username") -> CheckedUsername:
+    name = unicodedata.normalize("NFKC", raw)
+    problem = _username_problem(name)
+    if problem:
+        raise InvalidArgument.field(field, problem)
+    return CheckedUsername(name)
+
+
+def _username_problem(name: str) -> str | None:
+    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
+        return f"Username must be {USERNAME_MIN}-{USERNAME_MAX} characters long."
+    if not name[0].isalnum():
+        return "Username must start with a letter or a digit."
+    if any(not (c.isalnum() or c in _USERNAME_PUNCTUATION) for c in name):
+        return "Username may contain only letters, digits, '.', '_' and '-'."
+    # Casefolding may lengthen a name (ß -> ss); bound the key as well.
+    if len(identity_key(name)) > USERNAME_MAX * 3:
+        return "Username is too long once normalised."
+    return None
+
+
+def email_key(email: str) -> str:
+    return identity_key(email)
+
+
+def check_email(raw: str, field: str = "email") -> CheckedEmail:
+    if not raw:
+        raise InvalidArgument.field(field, "Email is required.")
+    if len(raw) > EMAIL_MAX:
+        raise InvalidArgument.field(field, f"Email must be at most {EMAIL_MAX} characters.")
+    try:
+        result = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError:
+        # The library's message can echo the input back; keep ours fixed.
+        raise InvalidArgument.field(field, "Email is not a valid address.") from None
+    normalised: str = result.normalized
+    if len(normalised) > EMAIL_MAX:
+        raise InvalidArgument.field(field, f"Email must be at most {EMAIL_MAX} characters.")
+    return CheckedEmail(normalised)
+
+
+def check_password(raw: str, field: str = "password") -> str:
+    """NFKC-normalise a new password so that every way of typing it verifies."""
+    password = unicodedata.normalize("NFKC", raw)
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise InvalidArgument.field(
+            field, f"Password must be {PASSWORD_MIN}-{PASSWORD_MAX} characters long."
+        )
+    return password
+
+
+def normalise_password(raw: str) -> str:
+    """The form a presented password is verified in; no rules, so any input can fail."""
+    return unicodedata.normalize("NFKC", raw)
+
+
+def check_display_name(raw: str, field: str = "display_name") -> str:
+    name = unicodedata.normalize("NFC", raw).strip()
+    if len(name) > DISPLAY_NAME_MAX:
+        raise InvalidArgument.field(
+            field, f"Display name must be at most {DISPLAY_NAME_MAX} characters."
+        )
+    if _CONTROL.search(name):
+        raise InvalidArgument.field(field, "Display name must not contain control characters.")
+    return name
+
+
+def check_id(value: int, field: str = "id") -> int:
+    if value <= 0:
+        raise InvalidArgument.field(field, "Id must be a positive integer.")
+    return value
+
+
+class Violations:
+    """Collects the violations of several checks so that one reply names every bad field."""
+
+    def __init__(self) -> None:
+        self._found: list[FieldViolation] = []
+
+    def check(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one check; on failure record it and return a placeholder of the same type."""
+        try:
+            return fn(*args, **kwargs)
+        except InvalidArgument as error:
+            self._found.extend(error.violations)
+            return cast("T", None)
+
+    def raise_if_any(self) -> None:
+        if self._found:
+            raise InvalidArgument(self._found)

@@ -1,0 +1,238 @@
+"""Use cases of user accounts: the rules between the transport and the queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.db import users as users_db
+from service.domain import rules
+from service.domain.entities import User, UserQuery
+from service.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    InvalidCredentials,
+    UserNotFound,
+)
+from service.domain.pagination import check_page_size
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from service.domain.pagination import PageTokens
+    from service.domain.passwords import PasswordHasher
+
+__all__ = ["MAX_BATCH_GET", "MUTABLE_FIELDS", "Accounts", "UserPage"]
+
+MAX_BATCH_GET = 1000
+# UpdateUser may change these; every other User field is output only.
+MUTABLE_FIELDS = ("username", "email", "display_name")
+_OUTPUT_ONLY = frozenset({"id", "balance", "create_time", "update_time", "posts"})
+_SORT_FIELDS = frozenset({"id", "create_time", "username"})
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[User]
+    next_page_token: str
+    total_size: int
+
+
+class Accounts:
+    """Creating, reading, changing and authenticating users."""
+
+    def __init__(self, hasher: PasswordHasher, page_tokens: PageTokens) -> None:
+        self._hasher = hasher
+        self._tokens = page_tokens
+
+    async def create(self, *, username: str, password: str, email: str, display_name: str) -> User:
+        found = rules.Violations()
+        name = found.check(rules.check_username, username)
+        address = found.check(rules.check_email, email)
+        secret = found.check(rules.check_password, password)
+        shown = found.check(rules.check_display_name, display_name)
+        found.raise_if_any()
+        return await users_db.insert_user(
+            username=name,
+            username_key=name.key,
+            email=address,
+            email_key=address.key,
+            display_name=shown,
+            password_hash=await self._hasher.hash(secret),
+        )
+
+    async def get(self, user_id: int, *, with_posts: bool = False) -> User:
+        return await users_db.get_user(rules.check_id(user_id), with_posts=with_posts)
+
+    async def lookup(self, *, username: str | None = None, email: str | None = None) -> User:
+        if username is not None:
+            name = rules.check_username(username)
+            user = await users_db.find_user(username_key=name.key)
+            described = f"No user has the username {name!r}."
+        elif email is not None:
+            address = rules.check_email(email)
+            user = await users_db.find_user(email_key=address.key)
+            described = "No user has that email."
+        else:
+            raise InvalidArgument.field("username", "Set either username or email.")
+        if user is None:
+            raise UserNotFound(described=described)
+        return user
+
+    async def batch_get(self, ids: Sequence[int]) -> list[User]:
+        if not ids:
+            raise InvalidArgument.field("ids", "Give at least one id.")
+        if len(ids) > MAX_BATCH_GET:
+            raise InvalidArgument.field("ids", f"Give at most {MAX_BATCH_GET} ids.")
+        bad = [
+            FieldViolation(f"ids[{i}]", "Id must be a positive integer.")
+            for i, user_id in enumerate(ids)
+            if user_id <= 0
+        ]
+        if bad:
+            raise InvalidArgument(bad)
+        return await users_db.get_users(ids)
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        username_prefix: str,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        order_by: str,
+    ) -> UserPage:
+        found = rules.Violations()
+        size = found.check(check_page_size, page_size)
+        sort_field, descending = found.check(_parse_order_by, order_by)
+        found.raise_if_any()
+        query = UserQuery(
+            username_prefix_key=rules.identity_key(username_prefix),
+            created_after=created_after,
+            created_before=created_before,
+            sort_field=sort_field,
+            descending=descending,
+        )
+        scope = {
+            "prefix": query.username_prefix_key,
+            "after": created_after,
+            "before": created_before,
+            "sort": sort_field,
+            "desc": descending,
+        }
+        position = self._tokens.decode(page_token, scope)
+        users, resume_at = await users_db.list_users(query, position, size)
+        next_token = "" if resume_at is None else self._tokens.encode(scope, resume_at)
+        return UserPage(users, next_token, await users_db.count_users(query))
+
+    async def update(self, user_id: int, values: Mapping[str, str], paths: Sequence[str]) -> User:
+        rules.check_id(user_id, "user.id")
+        fields = _mask_fields(values, paths)
+        found = rules.Violations()
+        changes: dict[str, str] = {}
+        if "username" in fields:
+            name = found.check(rules.check_username, values["username"], "user.username")
+            changes |= {"username": name, "username_key": getattr(name, "key", "")}
+        if "email" in fields:
+            address = found.check(rules.check_email, values["email"], "user.email")
+            changes |= {"email": address, "email_key": getattr(address, "key", "")}
+        if "display_name" in fields:
+            changes["display_name"] = found.check(
+                rules.check_display_name, values["display_name"], "user.display_name"
+            )
+        found.raise_if_any()
+        return await users_db.update_user(user_id, changes)
+
+    async def delete(self, user_id: int) -> None:
+        await users_db.delete_user(rules.check_id(user_id))
+
+    async def authenticate(self, identifier: str, password: str) -> User:
+        """The user with these credentials; one answer for every kind of failure."""
+        credentials = None
+        key = _login_key(identifier)
+        if key is not None:
+            credentials = await users_db.find_credentials(**key)
+        stored = None if credentials is None else credentials.password_hash
+        result = await self._hasher.verify(rules.normalise_password(password), stored)
+        if credentials is None or not result.ok:
+            raise InvalidCredentials()
+        if result.new_hash is not None:
+            # Outdated scheme or parameters: upgrade while the password is at hand.
+            await users_db.replace_password_hash(
+                credentials.user.id,
+                result.new_hash,
+                expected=credentials.password_hash,
+                touch=False,
+            )
+        return credentials.user
+
+    async def change_password(self, user_id: int, current: str, new: str) -> None:
+        rules.check_id(user_id)
+        secret = rules.check_password(new, "new_password")
+        credentials = await users_db.get_credentials(user_id)
+        result = await self._hasher.verify(
+            rules.normalise_password(current), credentials.password_hash
+        )
+        if not result.ok:
+            raise InvalidCredentials()
+        replaced = await users_db.replace_password_hash(
+            user_id,
+            await self._hasher.hash(secret),
+            expected=credentials.password_hash,
+            touch=True,
+        )
+        if not replaced:
+            # The password changed while we checked it; the current one no longer holds.
+            raise InvalidCredentials()
+
+
+def _login_key(identifier: str) -> dict[str, str] | None:
+    """The identity key a login name is stored under, or None if it cannot exist."""
+    try:
+        if "@" in identifier:
+            return {"email_key": rules.check_email(identifier).key}
+        return {"username_key": rules.check_username(identifier).key}
+    except InvalidArgument:
+        return None
+
+
+def _parse_order_by(order_by: str) -> tuple[str, bool]:
+    words = order_by.split()
+    if not words:
+        return "id", False
+    if (
+        len(words) <= 2
+        and words[0] in _SORT_FIELDS
+        and (len(words) == 1 or words[1].lower() in {"asc", "desc"})
+    ):
+        return words[0], len(words) == 2 and words[1].lower() == "desc"
+    raise InvalidArgument.field(
+        "order_by",
+        "Order must be one of id, create_time or username, optionally followed by desc.",
+    )
+
+
+def _mask_fields(values: Mapping[str, str], paths: Sequence[str]) -> set[str]:
+    """The fields an update mask names (aip.dev/134); no mask means every field given."""
+    if not paths:
+        fields = {f for f in MUTABLE_FIELDS if values.get(f)}
+        if not fields:
+            raise InvalidArgument.field("update_mask", "Name the fields to update.")
+        return fields
+    if "*" in paths:
+        return set(MUTABLE_FIELDS)
+    bad = [
+        FieldViolation(
+            "update_mask",
+            f"Field {path!r} is output only."
+            if path in _OUTPUT_ONLY
+            else f"Field {path!r} is unknown; updatable fields are {', '.join(MUTABLE_FIELDS)}.",
+        )
+        for path in paths
+        if path not in MUTABLE_FIELDS
+    ]
+    if bad:
+        raise InvalidArgument(bad)
+    return set(paths)
