@@ -57,6 +57,9 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = with_pool_size(url, pool_size)
         self.context = TortoiseContext()
+        # The dialect doubles as the connection name: Tortoise caches compiled
+        # SQL per (connection name, table) process-wide, so SQLite and
+        # PostgreSQL databases in one process must not share a name.
         self.dialect = "postgres" if is_postgres(url) else "sqlite"
 
     @contextlib.contextmanager
@@ -70,7 +73,12 @@ class Database:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         with self.activate():
-            await self.context.init(db_url=self.url, modules={"models": MODELS})
+            await self.context.init(
+                config={
+                    "connections": {self.dialect: self.url},
+                    "apps": {"models": {"models": MODELS, "default_connection": self.dialect}},
+                }
+            )
             # Tortoise connects lazily; fail here, not on the first request.
             await self.probe()
             if create_schema:
@@ -78,7 +86,7 @@ class Database:
 
     async def probe(self) -> None:
         """Run ``SELECT 1``; raises when the database cannot be reached."""
-        await self.context.db().execute_query("SELECT 1")
+        await self.context.db(self.dialect).execute_query("SELECT 1")
 
     async def close(self) -> None:
         await self.context.close_connections()

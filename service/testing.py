@@ -1,0 +1,69 @@
+"""Run the real UserService in-process, for our tests and for consumers' tests.
+
+Example (pytest with pytest-asyncio)::
+
+    import pytest_asyncio
+    from service.testing import running_service
+
+    @pytest_asyncio.fixture
+    async def users():
+        async with running_service() as service:   # in-memory SQLite
+            yield service.stub
+
+    async def test_sign_up(users):
+        user = await users.CreateUser(CreateUserRequest(...))
+
+The server listens on a free port of 127.0.0.1, uses a private in-memory
+SQLite database unless ``database_url`` names another, and is stopped (and
+its database closed) when the block exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc.aio
+from users.v1 import user_service_pb2_grpc
+
+from service.config import Settings
+from service.server import UsersServer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["RunningService", "running_service"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningService:
+    server: UsersServer
+    address: str
+    channel: grpc.aio.Channel
+    stub: user_service_pb2_grpc.UserServiceStub
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    database_url: str = "sqlite://:memory:", **settings: Any
+) -> AsyncIterator[RunningService]:
+    """Start a UserService on 127.0.0.1:0 and yield it with a connected stub.
+
+    ``settings`` overrides fields of ``service.config.Settings``, for example
+    ``hash_threads=1``.
+    """
+    config = dataclasses.replace(
+        Settings(), listen="127.0.0.1:0", database_url=database_url, grace_period=0, **settings
+    )
+    server = UsersServer(config)
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            yield RunningService(
+                server, address, channel, user_service_pb2_grpc.UserServiceStub(channel)
+            )
+    finally:
+        await server.stop(0)
