@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from users.v1 import resources_pb2
-    from users.v1.user_service_pb2_grpc import UserServiceStub
+    from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
 
 PASSWORD = "correct horse battery"
+DOMAIN = "users.v1"
 _serial = itertools.count(1)
 
 
@@ -62,12 +63,17 @@ async def failure(call: Awaitable[Any]) -> Failure:
     return result
 
 
+def fullwidth(text: str) -> str:
+    """The full-width form of ASCII text (U+FF01..U+FF5E); its NFKC form is ``text``."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
 def unique_name(prefix: str = "user") -> str:
     return f"{prefix}{next(_serial)}"
 
 
 async def create_user(
-    stub: UserServiceStub,
+    stub: UserServiceAsyncStub,
     username: str | None = None,
     *,
     email: str | None = None,
@@ -83,3 +89,53 @@ async def create_user(
             display_name=display_name,
         )
     )
+
+
+def email_of_length(length: int) -> str:
+    """A syntactically valid address of exactly ``length`` characters (at least 70)."""
+    local = "a" * 64
+    rest = length - len(local) - len("@") - len(".com")
+    if rest < 1:
+        raise ValueError("length too small")
+    labels = []
+    while rest > 51:
+        labels.append("b" * 50)
+        rest -= 51
+    labels.append("c" * rest)
+    address = f"{local}@{'.'.join(labels)}.com"
+    assert len(address) == length
+    return address
+
+
+def assert_invalid(got: Failure, *fields: str) -> None:
+    """An aip.dev/193 INVALID_ARGUMENT whose BadRequest names exactly ``fields``."""
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT, got
+    assert got.domain == DOMAIN, got
+    assert got.reason == "INVALID_ARGUMENT", got
+    assert set(got.violations) == set(fields), got
+    assert all(got.violations.values()), got
+
+
+def assert_error(got: Failure, code: grpc.StatusCode, reason: str) -> None:
+    """A failure with this code and an ErrorInfo of this reason in our domain."""
+    assert got.code == code, got
+    assert got.reason == reason, got
+    assert got.domain == DOMAIN, got
+
+
+async def list_all(
+    stub: UserServiceAsyncStub, *, page_size: int, max_pages: int = 1000, **query: Any
+) -> list[resources_pb2.User]:
+    """Every user of a ListUsers query, following next_page_token to the last page."""
+    users: list[resources_pb2.User] = []
+    token = ""
+    for _ in range(max_pages):
+        page = await stub.ListUsers(
+            user_service_pb2.ListUsersRequest(page_size=page_size, page_token=token, **query)
+        )
+        assert len(page.users) <= page_size
+        users.extend(page.users)
+        token = page.next_page_token
+        if not token:
+            return users
+    raise AssertionError(f"ListUsers did not end within {max_pages} pages")

@@ -1,0 +1,319 @@
+"""CreateUser: what a new account looks like, every rule it enforces, and uniqueness."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from datetime import timedelta
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf.descriptor import Descriptor
+from users.v1 import resources_pb2, user_service_pb2
+
+from tests.helpers import (
+    PASSWORD,
+    assert_error,
+    assert_invalid,
+    create_user,
+    email_of_length,
+    failure,
+    fullwidth,
+)
+
+ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
+
+
+def request(**fields: str) -> user_service_pb2.CreateUserRequest:
+    values = {
+        "username": "alice",
+        "password": PASSWORD,
+        "email": "alice@example.com",
+        "display_name": "Alice Liddell",
+    }
+    values.update(fields)
+    return user_service_pb2.CreateUserRequest(**values)
+
+
+async def count_users(stub) -> int:
+    page = await stub.ListUsers(user_service_pb2.ListUsersRequest())
+    return int(page.total_size)
+
+
+# --- the OK path -----------------------------------------------------------------
+
+
+async def test_created_user_has_the_given_fields_and_server_set_ones(stub):
+    user = await stub.CreateUser(request(username="Alice", email="Alice@Example.com"))
+
+    assert user.id > 0
+    assert user.username == "Alice"
+    # The local part keeps its case; email-validator lowercases the domain.
+    assert user.email == "Alice@example.com"
+    assert user.display_name == "Alice Liddell"
+    assert user.balance == 0
+    assert user.HasField("create_time")
+    assert user.HasField("update_time")
+    created, updated = user.create_time.ToDatetime(), user.update_time.ToDatetime()
+    assert timedelta(0) <= updated - created < timedelta(seconds=1)
+    assert list(user.posts) == []
+    assert await stub.GetUser(user_service_pb2.GetUserRequest(id=user.id)) == user
+
+
+async def test_each_created_user_gets_its_own_id(stub):
+    first = await create_user(stub)
+    second = await create_user(stub)
+    assert first.id != second.id
+
+
+async def test_username_is_stored_in_its_nfkc_form(stub):
+    user = await create_user(stub, fullwidth("fullwidth"), email="fw@example.com")
+    assert user.username == "fullwidth"
+
+
+async def test_display_name_is_optional_and_trimmed(stub):
+    empty = await create_user(stub, "nodisplay")
+    trimmed = await create_user(stub, "trimmed", display_name="  Bob  ")
+    assert empty.display_name == ""
+    assert trimmed.display_name == "Bob"
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["abc", "a" * 32, "0start", "a.b_c-d", "a--", "Ωμέγα", "名前です"],
+    ids=["3-chars", "32-chars", "starts-with-digit", "punctuation", "ends-with-punctuation",
+         "greek", "japanese"],
+)  # fmt: skip
+async def test_username_at_the_edges_of_the_rules_is_accepted(stub, username):
+    user = await create_user(stub, username, email="edge@example.com")
+    assert user.username == username
+
+
+async def test_email_of_254_characters_is_accepted(stub):
+    address = email_of_length(254)
+    user = await create_user(stub, "longmail", email=address)
+    assert user.email == address
+
+
+@pytest.mark.parametrize("password", ["12345678", "p" * 256], ids=["8-chars", "256-chars"])
+async def test_password_at_the_length_limits_is_accepted(stub, password):
+    user = await create_user(stub, "limits", password=password)
+    assert user.id > 0
+
+
+def test_user_message_has_no_field_for_a_password_or_hash():
+    def names(descriptor: Descriptor, seen: set[str]) -> Iterator[str]:
+        if descriptor.full_name in seen:
+            return
+        seen.add(descriptor.full_name)
+        for field in descriptor.fields:
+            yield field.name
+            if field.message_type is not None:
+                yield from names(field.message_type, seen)
+
+    for message in (resources_pb2.User, user_service_pb2.AuthenticateUserResponse):
+        fields = list(names(message.DESCRIPTOR, set()))
+        assert "username" in fields or "user" in fields
+        assert not [f for f in fields if "password" in f or "hash" in f or "secret" in f]
+
+
+async def test_response_bytes_contain_neither_the_password_nor_a_hash(stub):
+    password = "Unmistakable-Secret-42"
+    user = await create_user(stub, "hashless", password=password)
+    authenticated = await stub.AuthenticateUser(
+        user_service_pb2.AuthenticateUserRequest(username="hashless", password=password)
+    )
+    fetched = await stub.GetUser(
+        user_service_pb2.GetUserRequest(id=user.id, view=resources_pb2.USER_VIEW_FULL)
+    )
+    for message in (user, authenticated, fetched):
+        raw = message.SerializeToString()
+        assert password.encode() not in raw
+        assert b"$argon2" not in raw
+        assert b"$2b$" not in raw
+
+
+# --- INVALID_ARGUMENT --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["", "ab", "a" * 33, fullwidth("ab"), "bad name", "bad!name", "bad/name", "_alice", ".alice",
+     "-alice", "al@ice", "@alice", "emoji😀", "tab\tname"],
+    ids=["empty", "2-chars", "33-chars", "2-chars-after-nfkc", "space", "bang", "slash",
+         "leading-underscore", "leading-dot", "leading-dash", "contains-at", "starts-with-at",
+         "emoji", "control-char"],
+)  # fmt: skip
+async def test_bad_username_is_invalid_argument_naming_username(stub, username):
+    got = await failure(stub.CreateUser(request(username=username)))
+    assert_invalid(got, "username")
+    assert await count_users(stub) == 0
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["", "not-an-email", "@example.com", "alice@", "alice@@example.com", "al ice@example.com",
+     "alice@example", "alice@exa mple.com", email_of_length(255), email_of_length(400)],
+    ids=["empty", "no-at", "no-local-part", "no-domain", "two-ats", "space-in-local",
+         "no-dot-in-domain", "space-in-domain", "255-chars", "400-chars"],
+)  # fmt: skip
+async def test_bad_email_is_invalid_argument_naming_email(stub, email):
+    got = await failure(stub.CreateUser(request(email=email)))
+    assert_invalid(got, "email")
+    # Our own sentence, not the validator's, which may echo the input.
+    assert email not in got.message or not email
+    assert await count_users(stub) == 0
+
+
+@pytest.mark.parametrize(
+    "password", ["", "1234567", "p" * 257, "p" * 10_000], ids=["empty", "7", "257", "10000"]
+)
+async def test_bad_password_length_is_invalid_argument_naming_password(stub, password):
+    got = await failure(stub.CreateUser(request(password=password)))
+    assert_invalid(got, "password")
+    assert await count_users(stub) == 0
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    ["Bob\x00Smith", "Bob\nSmith", "Bob\x1b[31mRed", "Bob\x7fSmith", "Bob\u2028Smith",
+     "Bob\x85Smith", "x" * 129],
+    ids=["nul", "newline", "escape", "del", "line-separator", "c1-next-line", "129-chars"],
+)  # fmt: skip
+async def test_bad_display_name_is_invalid_argument_naming_display_name(stub, display_name):
+    got = await failure(stub.CreateUser(request(display_name=display_name)))
+    assert_invalid(got, "display_name")
+    assert await count_users(stub) == 0
+
+
+async def test_every_bad_field_is_named_in_one_reply(stub):
+    got = await failure(
+        stub.CreateUser(
+            request(username="x", email="nope", password="short", display_name="a\x00b")
+        )
+    )
+    assert_invalid(got, "username", "email", "password", "display_name")
+
+
+async def test_two_bad_fields_are_named_and_the_good_ones_are_not(stub):
+    got = await failure(stub.CreateUser(request(username="_bad", password="1234")))
+    assert_invalid(got, "username", "password")
+
+
+# --- ALREADY_EXISTS ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("alice", "alice"),
+        ("Alice", "aLICE"),
+        ("alice", fullwidth("alice")),
+        (fullwidth("ALICE"), "alice"),
+        ("bigbird", "ᴮᴵᴳᴮᴵᴿᴰ"),
+        ("ǅemal", "džemal"),
+        ("Straße", "STRASSE"),
+    ],
+    ids=[
+        "same",
+        "case",
+        "fullwidth",
+        "fullwidth-upper",
+        "modifier-letters",
+        "titlecase-digraph",
+        "sharp-s",
+    ],
+)
+async def test_equivalent_username_is_already_exists_username_taken(stub, first, second):
+    await create_user(stub, first, email="first@example.com")
+    got = await failure(stub.CreateUser(request(username=second, email="second@example.com")))
+    assert_error(got, ALREADY_EXISTS, "USERNAME_TAKEN")
+    assert got.metadata == {"field": "username"}
+    assert await count_users(stub) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("bob@example.com", "bob@example.com"),
+        ("Bob@Example.com", "bob@EXAMPLE.COM"),
+        ("bob@example.com", "BOB@example.com"),
+    ],
+    ids=["same", "mixed", "upper-local-part"],
+)
+async def test_email_differing_only_in_case_is_already_exists_email_taken(stub, first, second):
+    await create_user(stub, "bob1", email=first)
+    got = await failure(stub.CreateUser(request(username="bob2", email=second)))
+    assert_error(got, ALREADY_EXISTS, "EMAIL_TAKEN")
+    assert got.metadata == {"field": "email"}
+    assert await count_users(stub) == 1
+
+
+async def test_already_exists_message_leaks_no_database_detail(stub):
+    await create_user(stub, "leaky", email="leaky@example.com")
+    taken_name = await failure(stub.CreateUser(request(username="LEAKY", email="x@example.com")))
+    taken_mail = await failure(
+        stub.CreateUser(request(username="other", email="Leaky@Example.com"))
+    )
+    for got in (taken_name, taken_mail):
+        text = got.message.lower()
+        for word in ("unique", "constraint", "insert", "users.", "_key", "sql", "duplicate"):
+            assert word not in text, got.message
+
+
+def case_variants(word: str, count: int) -> list[str]:
+    variants = (
+        "".join(c.upper() if upper else c for c, upper in zip(word, mask, strict=True))
+        for mask in itertools.product([False, True], repeat=len(word))
+    )
+    return list(itertools.islice(variants, count))
+
+
+async def test_concurrent_creates_of_one_username_let_exactly_one_win(stub):
+    names = case_variants("racecar", 20)
+    assert len({n.lower() for n in names}) == 1
+    assert len(set(names)) == 20
+
+    results = await asyncio.gather(
+        *(
+            stub.CreateUser(request(username=name, email=f"racer{i}@example.com"))
+            for i, name in enumerate(names)
+        ),
+        return_exceptions=True,
+    )
+
+    created = [r for r in results if isinstance(r, resources_pb2.User)]
+    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(created) == 1, results
+    assert len(errors) == 19, results
+    assert {e.code() for e in errors} == {ALREADY_EXISTS}
+    for error in errors:
+        got = await failure(_raise(error))
+        assert got.reason == "USERNAME_TAKEN"
+    assert await count_users(stub) == 1
+    winner = created[0]
+    looked_up = await stub.LookupUser(user_service_pb2.LookupUserRequest(username="RACECAR"))
+    assert looked_up == winner
+
+
+async def test_concurrent_creates_of_one_email_let_exactly_one_win(stub):
+    results = await asyncio.gather(
+        *(
+            stub.CreateUser(request(username=f"mailracer{i}", email=f"{local}@Example.com"))
+            for i, local in enumerate(case_variants("same", 10))
+        ),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, resources_pb2.User)]
+    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(created) == 1, results
+    assert len(errors) == 9, results
+    for error in errors:
+        assert_error(await failure(_raise(error)), ALREADY_EXISTS, "EMAIL_TAKEN")
+    assert await count_users(stub) == 1
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
