@@ -19,8 +19,10 @@ from service.api.interceptors import ErrorInterceptor
 from service.api.servicer import UserServicer
 from service.db.database import Database
 from service.db.errors import as_unavailable
+from service.domain.money import Money
 from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
+from service.domain.posts import Posts
 from service.domain.users import Accounts
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ class UsersServer:
             ],
         )
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(Accounts(self.hasher, tokens)), server
+            UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -11,13 +11,20 @@ from typing import TYPE_CHECKING
 from google.protobuf import empty_pb2
 from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
-from service.api.mappers import datetime_or_none, user_to_proto
+from service.api.mappers import (
+    datetime_or_none,
+    post_to_proto,
+    transfer_to_proto,
+    user_to_proto,
+)
 
 if TYPE_CHECKING:
     from typing import Any, TypeAlias
 
     import grpc.aio
 
+    from service.domain.money import Money
+    from service.domain.posts import Posts
     from service.domain.users import Accounts
 
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -26,8 +33,10 @@ __all__ = ["UserServicer"]
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, posts: Posts, money: Money) -> None:
         self._accounts = accounts
+        self._posts = posts
+        self._money = money
 
     async def CreateUser(
         self, request: user_service_pb2.CreateUserRequest, context: Context
@@ -111,3 +120,42 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             request.id, request.current_password, request.new_password
         )
         return empty_pb2.Empty()
+
+    async def CreatePost(
+        self, request: user_service_pb2.CreatePostRequest, context: Context
+    ) -> resources_pb2.Post:
+        post = await self._posts.create(request.user_id, request.title, request.body)
+        return post_to_proto(post)
+
+    async def ListPosts(
+        self, request: user_service_pb2.ListPostsRequest, context: Context
+    ) -> user_service_pb2.ListPostsResponse:
+        page = await self._posts.list(request.user_id, request.page_size, request.page_token)
+        return user_service_pb2.ListPostsResponse(
+            posts=[post_to_proto(p) for p in page.posts], next_page_token=page.next_page_token
+        )
+
+    async def Deposit(
+        self, request: user_service_pb2.DepositRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._money.deposit(request.user_id, request.amount, request.request_id)
+        return user_to_proto(user)
+
+    async def TransferFunds(
+        self, request: user_service_pb2.TransferFundsRequest, context: Context
+    ) -> resources_pb2.Transfer:
+        transfer = await self._money.transfer(
+            request.from_user_id, request.to_user_id, request.amount, request.request_id
+        )
+        return transfer_to_proto(transfer)
+
+    async def ListTransfers(
+        self, request: user_service_pb2.ListTransfersRequest, context: Context
+    ) -> user_service_pb2.ListTransfersResponse:
+        page = await self._money.list_transfers(
+            request.user_id, request.page_size, request.page_token
+        )
+        return user_service_pb2.ListTransfersResponse(
+            transfers=[transfer_to_proto(t) for t in page.transfers],
+            next_page_token=page.next_page_token,
+        )

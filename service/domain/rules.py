@@ -27,10 +27,12 @@ __all__ = [
     "CheckedEmail",
     "CheckedUsername",
     "Violations",
+    "check_body",
     "check_display_name",
     "check_email",
     "check_id",
     "check_password",
+    "check_title",
     "check_username",
     "email_key",
     "identity_key",
@@ -41,6 +43,8 @@ USERNAME_MIN, USERNAME_MAX = 3, 32
 EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 DISPLAY_NAME_MAX = 128
+TITLE_MAX = 200
+BODY_MAX = 10_000
 P = ParamSpec("P")
 T = TypeVar("T")
 _USERNAME_PUNCTUATION = frozenset("._-")
@@ -145,6 +149,25 @@ def check_display_name(raw: str, field: str = "display_name") -> str:
     if _CONTROL.search(name):
         raise InvalidArgument.field(field, "Display name must not contain control characters.")
     return name
+
+
+def check_title(raw: str, field: str = "title") -> str:
+    title = unicodedata.normalize("NFC", raw).strip()
+    if not 1 <= len(title) <= TITLE_MAX:
+        raise InvalidArgument.field(field, f"Title must be 1-{TITLE_MAX} characters long.")
+    if _CONTROL.search(title):
+        raise InvalidArgument.field(field, "Title must not contain control characters.")
+    return title
+
+
+def check_body(raw: str, field: str = "body") -> str:
+    body = unicodedata.normalize("NFC", raw)
+    if len(body) > BODY_MAX:
+        raise InvalidArgument.field(field, f"Body must be at most {BODY_MAX:,} characters.")
+    # Line breaks and tabs are text in a body; other controls are not.
+    if _CONTROL.search(body.replace("\n", "").replace("\r", "").replace("\t", "")):
+        raise InvalidArgument.field(field, "Body must not contain control characters.")
+    return body
 
 
 def check_id(value: int, field: str = "id") -> int:

@@ -1,0 +1,196 @@
+"""Balance changes and the ledger: atomic, idempotent, exact under concurrency.
+
+Every movement writes one ledger row whose ``request_id`` is unique, in the
+same transaction as the balance changes, so a replay can never move money
+twice and every balance can be recomputed from the ledger.
+
+Locking: on PostgreSQL a transfer first locks both user rows with one
+``SELECT ... ORDER BY id FOR UPDATE`` (rows are locked in ascending id order,
+so opposite transfers cannot deadlock). SQLite has no row locks (Tortoise
+drops FOR UPDATE) and serialises writers; there, as everywhere, the guarded
+``UPDATE ... WHERE balance >= amount`` is what keeps balances non-negative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
+
+from service.db.models import LedgerRow, UserRow
+from service.db.users import get_user
+from service.domain.entities import Transfer, User
+from service.domain.errors import (
+    ConcurrencyConflict,
+    FieldViolation,
+    InsufficientFunds,
+    InvalidArgument,
+    RequestIdReused,
+    UserNotFound,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["INT64_MAX", "deposit", "list_transfers", "transfer"]
+
+log = logging.getLogger("service.money")
+
+INT64_MAX = 2**63 - 1
+DEPOSIT, TRANSFER = "deposit", "transfer"
+MAX_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+def _to_transfer(row: LedgerRow) -> Transfer:
+    return Transfer(
+        id=row.id,
+        from_user_id=row.from_user_id or 0,
+        to_user_id=row.to_user_id,
+        amount=row.amount,
+        request_id=row.request_id,
+        create_time=row.create_time,
+    )
+
+
+async def deposit(user_id: int, amount: int, request_id: str) -> User:
+    async def attempt() -> None:
+        async with in_transaction():
+            # Claim the request id first: a concurrent replay waits on the
+            # unique index here and then fails, moving nothing.
+            await LedgerRow.create(
+                kind=DEPOSIT,
+                from_user_id=None,
+                to_user_id=user_id,
+                amount=amount,
+                request_id=request_id,
+            )
+            await _credit(user_id, amount)
+
+    fields = {"kind": DEPOSIT, "from_user_id": None, "to_user_id": user_id, "amount": amount}
+    if await _replayed(request_id, fields) is None:
+        try:
+            await _retrying(attempt)
+        except IntegrityError:
+            if await _replayed(request_id, fields) is None:
+                raise
+    return await get_user(user_id)
+
+
+async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: str) -> Transfer:
+    fields: dict[str, Any] = {
+        "kind": TRANSFER,
+        "from_user_id": from_user_id,
+        "to_user_id": to_user_id,
+        "amount": amount,
+    }
+
+    async def attempt() -> LedgerRow:
+        async with in_transaction() as connection:
+            if connection.capabilities.dialect == "postgres":
+                await _lock_in_id_order(from_user_id, to_user_id)
+            row = await LedgerRow.create(request_id=request_id, **fields)
+            await _debit(from_user_id, amount)
+            await _credit(to_user_id, amount)
+            return row
+
+    previous = await _replayed(request_id, fields)
+    if previous is not None:
+        return _to_transfer(previous)
+    try:
+        return _to_transfer(await _retrying(attempt))
+    except IntegrityError:
+        previous = await _replayed(request_id, fields)
+        if previous is None:
+            raise
+        return _to_transfer(previous)
+
+
+async def list_transfers(
+    user_id: int, before_id: int | None, limit: int
+) -> tuple[list[Transfer], bool]:
+    """Up to ``limit`` transfers the user sent or received, newest first, and if more follow."""
+    if not await UserRow.exists(id=user_id):
+        raise UserNotFound(user_id)
+    rows = LedgerRow.filter(Q(from_user_id=user_id) | Q(to_user_id=user_id), kind=TRANSFER)
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    page = await rows.order_by("-id").limit(limit + 1)
+    return [_to_transfer(row) for row in page[:limit]], len(page) > limit
+
+
+async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None:
+    """The ledger row of an earlier call with this request id, if its fields match.
+
+    Raises RequestIdReused when the id was used for a different operation.
+    """
+    row = await LedgerRow.get_or_none(request_id=request_id)
+    if row is None:
+        return None
+    if any(getattr(row, name) != value for name, value in fields.items()):
+        raise RequestIdReused()
+    return row
+
+
+async def _lock_in_id_order(*user_ids: int) -> None:
+    # Not values_list(): Tortoise silently drops FOR UPDATE from it.
+    await UserRow.filter(id__in=user_ids).order_by("id").select_for_update().only("id")
+
+
+async def _debit(user_id: int, amount: int) -> None:
+    taken = await UserRow.filter(id=user_id, balance__gte=amount).update(
+        balance=F("balance") - amount
+    )
+    if not taken:
+        if await UserRow.exists(id=user_id):
+            raise InsufficientFunds(user_id)
+        raise UserNotFound(user_id)
+
+
+async def _credit(user_id: int, amount: int) -> None:
+    given = await UserRow.filter(id=user_id, balance__lte=INT64_MAX - amount).update(
+        balance=F("balance") + amount
+    )
+    if not given:
+        if await UserRow.exists(id=user_id):
+            raise InvalidArgument(
+                [FieldViolation("amount", f"User {user_id}'s balance would overflow.")]
+            )
+        raise UserNotFound(user_id)
+
+
+def _is_conflict(error: BaseException) -> bool:
+    """A deadlock, serialization failure or busy database: worth another attempt."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(
+            seen,
+            asyncpg.exceptions.DeadlockDetectedError | asyncpg.exceptions.SerializationError,
+        ):
+            return True
+        if isinstance(seen, OperationalError) and "database is locked" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    for tries in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except Exception as error:
+            # asyncpg's deadlock error reaches us untranslated by Tortoise.
+            if not _is_conflict(error):
+                raise
+            if tries == MAX_ATTEMPTS:
+                raise ConcurrencyConflict() from error
+            log.info("money transaction conflicted (attempt %d): %s", tries, type(error).__name__)
+            # Jittered backoff so that the conflicting transactions part ways.
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**tries))
+    raise AssertionError("unreachable")
