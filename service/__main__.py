@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from service.config import parse_settings
+from service.db.database import DatabaseUnreachable
 from service.server import BindError, UsersServer
 
 if TYPE_CHECKING:
@@ -49,11 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         _run(settings)
-    except BindError as error:
-        log.error("%s", error)
-        sys.exit(1)
-    except OSError as error:
-        # Most often the database: refused connection, unknown host, bad path.
+    except (BindError, DatabaseUnreachable) as error:
         log.error("cannot start: %s", error)
         sys.exit(1)
 

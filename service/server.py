@@ -99,9 +99,9 @@ class UsersServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+            log.info("stopped serving")
         self.hasher.close()
         await self.database.close()
-        log.info("stopped")
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -23,7 +23,7 @@ from service.db.models import ServiceSecret
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["Database", "is_postgres", "with_pool_size"]
+__all__ = ["Database", "DatabaseUnreachable", "is_postgres", "redact", "with_pool_size"]
 
 MODELS = ["service.db.models"]
 
@@ -51,11 +51,25 @@ def _sqlite_path(url: str) -> Path | None:
     return None if path in {"", ":memory:"} else Path(path)
 
 
+class DatabaseUnreachable(RuntimeError):
+    """The database could not be reached at start-up."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class Database:
     """One database: its Tortoise context, schema and health probe."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = with_pool_size(url, pool_size)
+        self.safe_url = redact(url)
         self.context = TortoiseContext()
         # The dialect doubles as the connection name: Tortoise caches compiled
         # SQL per (connection name, table) process-wide, so SQLite and
@@ -80,7 +94,12 @@ class Database:
                 }
             )
             # Tortoise connects lazily; fail here, not on the first request.
-            await self.probe()
+            try:
+                await self.probe()
+            except Exception as error:
+                raise DatabaseUnreachable(
+                    f"cannot reach the database at {self.safe_url}: {error}"
+                ) from error
             if create_schema:
                 await self.context.generate_schemas(safe=True)
 
