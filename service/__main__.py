@@ -1,4 +1,4 @@
-"""``python -m service``: parse settings, run the server until SIGTERM or SIGINT."""
+"""``python -m service``: serve (default) or migrate, configured by flags and USERS_* env."""
 
 from __future__ import annotations
 
@@ -8,21 +8,24 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from service.config import parse_settings
-from service.db.database import DatabaseUnreachable
+from service.api.observability import configure_access_log
+from service.config import parse_command
+from service.db.database import Database, DatabaseUnreachable
 from service.server import BindError, UsersServer
+from service.workers import run_workers
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
+    from typing import Any
 
     from service.config import Settings
 
 log = logging.getLogger("service")
 
 
-async def serve(settings: Settings) -> None:
-    server = UsersServer(settings)
-    await server.start()
+async def serve(settings: Settings, *, worker: int = 0, migrate: bool | None = None) -> None:
+    server = UsersServer(settings, worker=worker, reuse_port=settings.workers > 1)
+    await server.start(migrate=migrate)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -32,27 +35,57 @@ async def serve(settings: Settings) -> None:
     await server.stop()
 
 
-def _run(settings: Settings) -> None:
+async def migrate(settings: Settings) -> None:
+    database = Database(settings.database_url, pool_size=1)
+    try:
+        await database.connect(create_schema=True)
+    finally:
+        await database.close()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        asyncio.run(serve(settings))
+        asyncio.run(main)
     else:
         # uvloop makes the loop itself cheaper; grpc.aio, Tortoise and asyncpg run on it.
-        uvloop.run(serve(settings))
+        uvloop.run(main)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _serve_worker(settings: Settings, worker: int) -> None:
+    """Body of one forked worker: the parent has already migrated the database."""
+    _guarded(lambda: _run(serve(settings, worker=worker, migrate=False)))
+
+
+def _guarded(action: Any) -> None:
     try:
-        _run(settings)
+        action()
     except (BindError, DatabaseUnreachable) as error:
         log.error("cannot start: %s", error)
         sys.exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    command, settings = parse_command(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    if settings.access_log:
+        configure_access_log()
+    if command == "migrate":
+        _guarded(lambda: _run(migrate(settings)))
+        log.info("database is up to date")
+        return
+    if settings.workers == 1:
+        _guarded(lambda: _run(serve(settings)))
+        return
+    # Migrate once in the parent, before forking, so that workers never race
+    # each other over the schema.
+    if settings.migrate_on_start:
+        _guarded(lambda: _run(migrate(settings)))
+    sys.exit(run_workers(settings, _serve_worker))
 
 
 if __name__ == "__main__":

@@ -9,15 +9,26 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_settings"]
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_DATABASE_URL",
+    "SettingError",
+    "Settings",
+    "parse_command",
+    "parse_settings",
+]
 
 DEFAULT_DATABASE_URL = "sqlite://data/users.sqlite3"
 ENV_PREFIX = "USERS_"
+COMMANDS = ("serve", "migrate")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +37,48 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
     hash_threads: int = max(os.cpu_count() or 1, 1)
+    workers: int = 1
     grace_period: float = 10.0
+    migrate_on_start: bool = True
+    metrics_listen: str = ""
+    access_log: bool = True
     log_level: str = "INFO"
+    health_probe_interval: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 1000
+    max_connection_age: float = 0.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     def __post_init__(self) -> None:
-        _check_listen(self.listen)
+        _check_address(self.listen, "listen")
         _check_database_url(self.database_url)
         _check(self.db_pool_size >= 1, "db_pool_size", "must be at least 1")
         _check(self.hash_threads >= 1, "hash_threads", "must be at least 1")
+        _check(self.workers >= 1, "workers", "must be at least 1")
+        _check(
+            self.workers == 1 or not self.listen.endswith(":0"),
+            "workers",
+            "several workers need a fixed port to share, not port 0",
+        )
         _check(self.grace_period >= 0, "grace_period", "must not be negative")
+        if self.metrics_listen:
+            _check_address(self.metrics_listen, "metrics_listen")
         _check(
             self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
             "log_level",
             "must be DEBUG, INFO, WARNING or ERROR",
         )
+        _check(self.health_probe_interval > 0, "health_probe_interval", "must be positive")
+        _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
+        _check(self.max_concurrent_rpcs >= 0, "max_concurrent_rpcs", "must not be negative")
+        _check(self.max_connection_age >= 0, "max_connection_age", "must not be negative")
+        _check_tls(self)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 class SettingError(ValueError):
@@ -53,10 +92,10 @@ def _check(ok: bool, name: str, problem: str) -> None:
         raise SettingError(name, problem)
 
 
-def _check_listen(listen: str) -> None:
-    host, sep, port = listen.rpartition(":")
-    _check(bool(sep and host), "listen", f"expected HOST:PORT, got {listen!r}")
-    _check(port.isdigit() and 0 <= int(port) <= 65535, "listen", f"bad port in {listen!r}")
+def _check_address(address: str, name: str) -> None:
+    host, sep, port = address.rpartition(":")
+    _check(bool(sep and host), name, f"expected HOST:PORT, got {address!r}")
+    _check(port.isdigit() and 0 <= int(port) <= 65535, name, f"bad port in {address!r}")
 
 
 def _check_database_url(url: str) -> None:
@@ -68,64 +107,108 @@ def _check_database_url(url: str) -> None:
     )
 
 
+def _check_tls(settings: Settings) -> None:
+    _check(
+        bool(settings.tls_cert) == bool(settings.tls_key),
+        "tls_key" if settings.tls_cert else "tls_cert",
+        "--tls-cert and --tls-key go together",
+    )
+    _check(
+        not settings.tls_client_ca or settings.tls,
+        "tls_client_ca",
+        "client certificates need TLS: set --tls-cert and --tls-key too",
+    )
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(settings, name)
+        _check(not path or Path(path).is_file(), name, f"no such file: {path}")
+
+
 _HELP = {
     "listen": "address to serve gRPC on",
-    "database_url": "sqlite://PATH (default, created on first start) or postgres://...",
-    "db_pool_size": "PostgreSQL connections per process",
-    "hash_threads": "threads that hash passwords (default: number of CPUs)",
+    "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
+    "db_pool_size": "PostgreSQL connections per worker",
+    "hash_threads": "threads per worker that hash passwords (default: number of CPUs)",
+    "workers": "server processes sharing the port (SO_REUSEPORT)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
+    "migrate_on_start": "apply pending schema migrations at start-up (false: refuse to start)",
+    "metrics_listen": "HOST:PORT for Prometheus metrics (off when empty; worker i uses PORT+i)",
+    "access_log": "one JSON line per call on stderr",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "health_probe_interval": "seconds between database probes that drive grpc.health.v1",
+    "max_message_bytes": "largest request or response message",
+    "max_concurrent_rpcs": "calls at once per worker; more get RESOURCE_EXHAUSTED (0: no limit)",
+    "max_connection_age": "seconds before a connection is asked to reconnect (0: never)",
+    "tls_cert": "PEM certificate chain; enables TLS",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle; requires and verifies client certificates (mTLS)",
 }
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m service",
-        description="Run the users.v1.UserService gRPC server.",
-        epilog="Every flag also reads an environment variable, shown in brackets.",
+        description="Run the users.v1.UserService gRPC server, or migrate its database.",
+        epilog="Every flag also reads the environment variable shown in brackets.",
     )
-    defaults = Settings.__dataclass_fields__
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=COMMANDS,
+        default="serve",
+        help="serve (default): run the server; migrate: apply schema migrations and exit",
+    )
     for field in fields(Settings):
         env = ENV_PREFIX + field.name.upper()
-        default = defaults[field.name].default
+        default = field.default
+        shown = "" if default == "" else f" (default: {default})"
         # No argparse `type`: flag and environment strings convert in one
         # place, so that an error names both spellings of the setting.
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=environ.get(env, default),
-            metavar=field.name.upper(),
-            help=f"{_HELP[field.name]} [{env}] (default: {default})",
+            metavar=type(default).__name__.upper(),
+            help=f"{_HELP[field.name]} [{env}]{shown}",
         )
     return parser
 
 
-def parse_settings(
+def parse_command(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
-    """Settings from flags and environment; exits with one clear line on a bad value."""
+) -> tuple[str, Settings]:
+    """The command and settings from flags and environment.
+
+    Exits with status 2 and one clear line on a bad value.
+    """
     environ = os.environ if environ is None else environ
     parser = build_parser(environ)
     namespace = parser.parse_args(argv)
     try:
         values = {f.name: _convert(f.name, getattr(namespace, f.name)) for f in fields(Settings)}
-        return Settings(**values)
+        return namespace.command, Settings(**values)
     except SettingError as error:
         parser.error(str(error))
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings alone, for callers that only ever serve."""
+    return parse_command(argv, environ)[1]
 
 
 def _convert(name: str, value: object) -> Any:
     """Convert a flag or environment string to the type of the setting's default."""
     default = Settings.__dataclass_fields__[name].default
-    if (
-        isinstance(value, str)
-        and isinstance(default, int | float)
-        and not isinstance(default, bool)
-    ):
-        try:
-            return type(default)(value)
-        except ValueError:
-            raise SettingError(
-                name, f"expected a {type(default).__name__}, got {value!r}"
-            ) from None
-    return value
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        if value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise SettingError(name, f"expected true or false, got {value!r}")
+    convert: type[int | float] = type(default)  # type: ignore[assignment]
+    try:
+        return convert(value)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise SettingError(name, f"expected {kind}, got {value!r}") from None

@@ -1,21 +1,27 @@
 """Builds, starts and stops the grpc.aio server with everything it serves.
 
-``UsersServer`` owns the database, the password hasher and the gRPC server;
-``start()`` brings them up in order and ``stop()`` drains and closes them.
+``UsersServer`` owns the database, the password hasher, the metrics endpoint
+and the gRPC server; ``start()`` brings them up in order and ``stop()``
+drains and closes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.api.interceptors import ErrorInterceptor
+from service.api.observability import Metrics, ObservabilityInterceptor
 from service.api.servicer import UserServicer
 from service.db.database import Database
 from service.db.errors import as_unavailable
@@ -26,14 +32,17 @@ from service.domain.posts import Posts
 from service.domain.users import Accounts
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from service.config import Settings
 
-__all__ = ["SERVICE_NAME", "UsersServer"]
+__all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
 
 log = logging.getLogger("service.server")
 
 SERVICE_NAME: str = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class BindError(RuntimeError):
@@ -41,65 +50,165 @@ class BindError(RuntimeError):
 
 
 class UsersServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.worker = worker
+        # Only deliberate workers share a port; otherwise a second server on a
+        # taken port must fail instead of silently taking half the traffic.
+        self.reuse_port = reuse_port
         self.database = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.hasher = PasswordHasher(settings.hash_threads)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.metrics = Metrics(self.database.pool_stats)
         self.port: int = 0
+        self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._metrics_http: WSGIServer | None = None
+        self._probe: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, migrate: bool | None = None) -> None:
+        """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start."""
         try:
-            await self._start()
+            await self._start(self.settings.migrate_on_start if migrate is None else migrate)
         except BaseException:
             await self.stop(0)
             raise
 
-    async def _start(self) -> None:
-        await self.database.connect()
+    async def _start(self, migrate: bool) -> None:
+        await self.database.connect(create_schema=migrate)
         await self.hasher.start()
         tokens = PageTokens(await self.database.secret("page_token_key"))
+        self.metrics.database_up.set(1)
 
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(as_unavailable)],
-            options=[
-                # Off: a second server on a taken port must fail, not share it.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            interceptors=[
+                # Outermost first: observe the status the error interceptor sets.
+                ObservabilityInterceptor(self.metrics, log_calls=self.settings.access_log),
+                ErrorInterceptor(as_unavailable),
             ],
+            options=self._channel_options(),
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens)), server
-        )
+        servicer = UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens))
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        try:
-            self.port = server.add_insecure_port(self.settings.listen)
-        except RuntimeError as error:
-            raise BindError(f"cannot listen on {self.settings.listen}: {error}") from None
         self._server = server
+        self.port = self._bind(server)
+        self._start_metrics()
         # Handler tasks inherit the context of the task that starts the server,
-        # and with it the active Tortoise context.
+        # and with it the active Tortoise context; so does the probe task.
         with self.database.activate():
             await server.start()
+            self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
         for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, _SERVING)
         log.info(
-            "serving %s on port %d (%s database)", SERVICE_NAME, self.port, self.database.dialect
+            "serving %s on port %d (%s, %s database, worker %d)",
+            SERVICE_NAME,
+            self.port,
+            "TLS" if self.settings.tls else "plaintext",
+            self.database.dialect,
+            self.worker,
         )
+
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        settings = self.settings
+        options: list[tuple[str, Any]] = [
+            ("grpc.so_reuseport", int(self.reuse_port)),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Keepalive: ping idle clients every minute to find dead peers, and
+            # refuse clients that ping more often than every 10 s (GOAWAY).
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
+        if settings.max_connection_age:
+            age_ms = int(settings.max_connection_age * 1000)
+            options += [
+                ("grpc.max_connection_age_ms", age_ms),
+                ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+            ]
+        return options
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        listen = self.settings.listen
+        try:
+            if self.settings.tls:
+                port = server.add_secure_port(listen, self._credentials())
+            else:
+                port = server.add_insecure_port(listen)
+        except RuntimeError as error:
+            raise BindError(f"cannot listen on {listen}: {error}") from None
+        if port == 0:
+            raise BindError(f"cannot listen on {listen}: address unavailable or in use")
+        return port
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        settings = self.settings
+        key = Path(settings.tls_key).read_bytes()
+        chain = Path(settings.tls_cert).read_bytes()
+        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+
+    def _start_metrics(self) -> None:
+        if not self.settings.metrics_listen:
+            return
+        host, _, port = self.settings.metrics_listen.rpartition(":")
+        wanted = int(port) + self.worker if int(port) else 0
+        try:
+            self._metrics_http, _ = start_http_server(wanted, host, registry=self.metrics.registry)
+        except OSError as error:
+            raise BindError(f"cannot serve metrics on {host}:{wanted}: {error}") from None
+        self.metrics_port = self._metrics_http.server_port
+        log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+
+    async def _watch_database(self) -> None:
+        """Keep grpc.health.v1 in step with the database: NOT_SERVING while probes fail."""
+        interval = self.settings.health_probe_interval
+        healthy = True
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self.database.probe(), timeout=interval)
+                ok = True
+            except Exception as error:
+                ok = False
+                if healthy:
+                    log.error("database probe failed: %s", type(error).__name__)
+            self.metrics.database_up.set(int(ok))
+            if ok != healthy:
+                healthy = ok
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, _SERVING if ok else _NOT_SERVING)
+                log.warning("health is now %s", "SERVING" if ok else "NOT_SERVING")
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close."""
         grace = self.settings.grace_period if grace is None else grace
+        if self._probe is not None:
+            # Stop probing first, or a probe could flip health back to SERVING.
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-            log.info("stopped serving")
+            if self.port:
+                log.info("stopped serving")
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
         self.hasher.close()
         await self.database.close()
 

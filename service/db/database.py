@@ -107,6 +107,16 @@ class Database:
         """Run ``SELECT 1``; raises when the database cannot be reached."""
         await self.context.db(self.dialect).execute_query("SELECT 1")
 
+    def pool_stats(self) -> dict[str, int] | None:
+        """Connections of the PostgreSQL pool by state; None on SQLite (one connection)."""
+        if self.dialect != "postgres" or not self.context.inited:
+            return None
+        pool = getattr(self.context.db(self.dialect), "_pool", None)
+        if pool is None:
+            return None
+        size, idle = pool.get_size(), pool.get_idle_size()
+        return {"in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
+
     async def close(self) -> None:
         await self.context.close_connections()
 
