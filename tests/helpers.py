@@ -14,10 +14,13 @@ from grpc_status import rpc_status
 from users.v1 import user_service_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Sequence
+    from datetime import datetime
 
     from users.v1 import resources_pb2
     from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
+
+    from service.testing import RunningService
 
 PASSWORD = "correct horse battery"
 DOMAIN = "users.v1"
@@ -124,11 +127,16 @@ def assert_error(got: Failure, code: grpc.StatusCode, reason: str) -> None:
 
 
 async def list_all(
-    stub: UserServiceAsyncStub, *, page_size: int, max_pages: int = 1000, **query: Any
+    stub: UserServiceAsyncStub,
+    *,
+    page_size: int,
+    page_token: str = "",
+    max_pages: int = 1000,
+    **query: Any,
 ) -> list[resources_pb2.User]:
-    """Every user of a ListUsers query, following next_page_token to the last page."""
+    """Every user of a ListUsers query from ``page_token`` on, following next_page_token."""
     users: list[resources_pb2.User] = []
-    token = ""
+    token = page_token
     for _ in range(max_pages):
         page = await stub.ListUsers(
             user_service_pb2.ListUsersRequest(page_size=page_size, page_token=token, **query)
@@ -139,3 +147,38 @@ async def list_all(
         if not token:
             return users
     raise AssertionError(f"ListUsers did not end within {max_pages} pages")
+
+
+async def insert_rows(
+    service: RunningService,
+    usernames: Sequence[str],
+    *,
+    create_times: Sequence[datetime] | None = None,
+    **columns: Any,
+) -> None:
+    """Insert users straight into the database, bypassing the API and its hashing.
+
+    For tests that need many rows (page-size limits) or a stored state the API
+    cannot produce (old hash schemes, chosen creation times). Names must be
+    ASCII: their identity key is then their lower-case form.
+    """
+    from service.db.models import UserRow
+
+    if create_times is not None:
+        assert len(create_times) == len(usernames)
+    rows = []
+    for i, name in enumerate(usernames):
+        assert name.isascii(), name
+        values: dict[str, Any] = {
+            "username": name,
+            "username_key": name.lower(),
+            "email": f"{name}@example.com",
+            "email_key": f"{name.lower()}@example.com",
+            "password_hash": "!unusable",
+        }
+        if create_times is not None:
+            values["create_time"] = create_times[i]
+        values.update(columns)
+        rows.append(UserRow(**values))
+    with service.server.database.activate():
+        await UserRow.bulk_create(rows, batch_size=500)
