@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 
 import grpc
+import grpc.aio
 import pytest
 from passlib.context import CryptContext
 from users.v1 import user_service_pb2
@@ -248,6 +250,23 @@ async def test_change_password_of_missing_user_is_not_found(stub):
 async def test_change_password_with_non_positive_id_is_invalid_argument(stub, user_id):
     got = await failure(stub.ChangePassword(change(user_id, PASSWORD, "another password")))
     assert_invalid(got, "id")
+
+
+async def test_concurrent_changes_from_one_current_password_let_exactly_one_win(stub):
+    user = await create_user(stub, "contested")
+    candidates = [f"contender-password-{i}" for i in range(5)]
+    results = await asyncio.gather(
+        *(stub.ChangePassword(change(user.id, PASSWORD, new)) for new in candidates),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(refused) == 4, results
+    assert {e.code() for e in refused} == {UNAUTHENTICATED}
+    winner = candidates[next(i for i, r in enumerate(results) if r not in refused)]
+    assert (await stub.AuthenticateUser(login("contested", winner))).user.id == user.id
+    for loser in (c for c in [*candidates, PASSWORD] if c != winner):
+        got = await failure(stub.AuthenticateUser(login("contested", loser)))
+        assert_error(got, UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
 
 async def test_new_password_is_nfkc_normalised_like_at_sign_up(stub):

@@ -258,6 +258,20 @@ async def test_time_window_far_in_the_past_or_future_lists_nothing(stub, users):
     assert (await stub.ListUsers(list_request(created_before=past))).total_size == 0
 
 
+async def test_time_bounds_at_the_ends_of_the_timestamp_range_are_accepted(stub, users):
+    earliest = Timestamp(seconds=-62135596800)  # 0001-01-01T00:00:00Z
+    latest = Timestamp(seconds=253402300799)  # 9999-12-31T23:59:59Z
+    page = await stub.ListUsers(list_request(created_after=earliest, created_before=latest))
+    assert page.total_size == len(users)
+
+
+@pytest.mark.parametrize("field", ["created_after", "created_before"])
+@pytest.mark.parametrize("seconds", [2**40, -(2**40)], ids=["far-future", "far-past"])
+async def test_timestamp_out_of_range_is_invalid_argument_naming_it(stub, field, seconds):
+    got = await failure(stub.ListUsers(list_request(**{field: Timestamp(seconds=seconds)})))
+    assert_invalid(got, field)
+
+
 async def test_filters_combine(stub, users):
     by_time = sorted(users, key=sort_key("create_time"))
     after = by_time[15].create_time

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import grpc.aio
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from users.v1 import resources_pb2, user_service_pb2
@@ -246,6 +249,24 @@ async def test_taking_another_users_email_is_already_exists(stub, taken):
     got = await failure(stub.UpdateUser(update(other.id, "email", email=taken)))
     assert_error(got, ALREADY_EXISTS, "EMAIL_TAKEN")
     assert await get(stub, other.id) == other
+
+
+async def test_concurrent_renames_to_one_username_let_exactly_one_win(stub):
+    names = ["prize", "Prize", "PRIZE", "pRiZe", "PrIzE", "prizE", "PRIze", "priZE"]
+    users = [await create_user(stub, f"renamer{i}") for i in range(len(names))]
+    results = await asyncio.gather(
+        *(
+            stub.UpdateUser(update(u.id, "username", username=name))
+            for u, name in zip(users, names, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    renamed = [r for r in results if isinstance(r, resources_pb2.User)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(renamed) == 1, results
+    assert len(refused) == 7, results
+    assert {e.code() for e in refused} == {ALREADY_EXISTS}
+    assert (await lookup(stub, username="prize")).id == renamed[0].id
 
 
 # --- DeleteUser --------------------------------------------------------------------
