@@ -175,6 +175,20 @@ async def test_output_only_path_is_invalid_argument_naming_update_mask(stub, pat
     assert await get(stub, user.id) == user
 
 
+async def test_omitted_mask_updates_the_populated_fields(stub):
+    # aip.dev/134: no mask means every field the request populates.
+    user = await create_user(stub, "implicit", display_name="Before")
+    request = user_service_pb2.UpdateUserRequest(
+        user=resources_pb2.User(id=user.id, display_name="After")
+    )
+    updated = await stub.UpdateUser(request)
+    assert (updated.username, updated.email, updated.display_name) == (
+        "implicit",
+        user.email,
+        "After",
+    )
+
+
 async def test_empty_mask_and_no_values_is_invalid_argument(stub):
     user = await create_user(stub, "nomask")
     got = await failure(stub.UpdateUser(update(user.id)))
