@@ -1,0 +1,153 @@
+"""Helpers for the posts and money tests: calls with defaults, and whole listings."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from users.v1 import resources_pb2, user_service_pb2
+
+from tests.helpers import create_user
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
+
+    from service.testing import RunningService
+
+INT64_MAX = 2**63 - 1
+
+# The methods of a Tortoise client through which every SQL statement passes.
+CLIENT_METHODS = ("execute_query", "execute_query_dict", "execute_insert", "execute_many")
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def deposit(
+    stub: UserServiceAsyncStub, user_id: int, amount: int, request_id: str = ""
+) -> resources_pb2.User:
+    return await stub.Deposit(
+        user_service_pb2.DepositRequest(user_id=user_id, amount=amount, request_id=request_id)
+    )
+
+
+async def transfer(
+    stub: UserServiceAsyncStub,
+    from_user_id: int,
+    to_user_id: int,
+    amount: int,
+    request_id: str = "",
+) -> resources_pb2.Transfer:
+    return await stub.TransferFunds(
+        user_service_pb2.TransferFundsRequest(
+            from_user_id=from_user_id,
+            to_user_id=to_user_id,
+            amount=amount,
+            request_id=request_id,
+        )
+    )
+
+
+async def balance_of(stub: UserServiceAsyncStub, user_id: int) -> int:
+    user = await stub.GetUser(user_service_pb2.GetUserRequest(id=user_id))
+    return int(user.balance)
+
+
+async def funded_user(stub: UserServiceAsyncStub, amount: int) -> resources_pb2.User:
+    """A new user whose balance is ``amount`` (deposited once, when positive)."""
+    user = await create_user(stub)
+    if amount > 0:
+        user = await deposit(stub, user.id, amount, new_request_id())
+    assert user.balance == amount
+    return user
+
+
+async def list_transfers(
+    stub: UserServiceAsyncStub, user_id: int, page_size: int = 0, page_token: str = ""
+) -> user_service_pb2.ListTransfersResponse:
+    return await stub.ListTransfers(
+        user_service_pb2.ListTransfersRequest(
+            user_id=user_id, page_size=page_size, page_token=page_token
+        )
+    )
+
+
+async def all_transfers(
+    stub: UserServiceAsyncStub, user_id: int, *, page_size: int, max_pages: int = 100
+) -> tuple[list[resources_pb2.Transfer], int]:
+    """Every transfer of a user, following next_page_token; and the number of pages."""
+    found: list[resources_pb2.Transfer] = []
+    token = ""
+    for pages in range(1, max_pages + 1):
+        page = await list_transfers(stub, user_id, page_size, token)
+        assert len(page.transfers) <= page_size
+        found.extend(page.transfers)
+        token = page.next_page_token
+        if not token:
+            return found, pages
+    raise AssertionError(f"ListTransfers did not end within {max_pages} pages")
+
+
+async def create_post(
+    stub: UserServiceAsyncStub, user_id: int, title: str = "A title", body: str = ""
+) -> resources_pb2.Post:
+    return await stub.CreatePost(
+        user_service_pb2.CreatePostRequest(user_id=user_id, title=title, body=body)
+    )
+
+
+async def list_posts(
+    stub: UserServiceAsyncStub, user_id: int, page_size: int = 0, page_token: str = ""
+) -> user_service_pb2.ListPostsResponse:
+    return await stub.ListPosts(
+        user_service_pb2.ListPostsRequest(
+            user_id=user_id, page_size=page_size, page_token=page_token
+        )
+    )
+
+
+async def all_posts(
+    stub: UserServiceAsyncStub, user_id: int, *, page_size: int, max_pages: int = 100
+) -> tuple[list[resources_pb2.Post], int]:
+    """Every post of a user, following next_page_token; and the number of pages."""
+    found: list[resources_pb2.Post] = []
+    token = ""
+    for pages in range(1, max_pages + 1):
+        page = await list_posts(stub, user_id, page_size, token)
+        assert len(page.posts) <= page_size
+        found.extend(page.posts)
+        token = page.next_page_token
+        if not token:
+            return found, pages
+    raise AssertionError(f"ListPosts did not end within {max_pages} pages")
+
+
+@contextlib.contextmanager
+def counting_statements(service: RunningService) -> Iterator[list[str]]:
+    """Record every SQL statement the service's database client runs inside the block.
+
+    The client is the one object the service's queries go through; its execute
+    methods are wrapped on that instance and restored when the block exits.
+    """
+    database = service.server.database
+    with database.activate():
+        client = database.context.db(database.dialect)
+    statements: list[str] = []
+
+    def counted(name: str, original: Any) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            sql = args[0] if args else kwargs.get("query", "")
+            statements.append(f"{name}: {sql}")
+            return await original(*args, **kwargs)
+
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CLIENT_METHODS:
+            patch.setattr(client, name, counted(name, getattr(client, name)))
+        yield statements
