@@ -58,5 +58,15 @@ test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 
 check: setup lint typecheck proto-check test  ## What CI runs.
 
+# h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@command -v h2load >/dev/null 2>&1 || { echo 'bench: installing h2load (nghttp2-client)'; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Load benchmark of the users service: ``python -m bench`` (or ``make bench``)."""
