@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
+from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.interceptors import ErrorInterceptor
-from service.api.observability import Metrics, ObservabilityInterceptor
+from service.api.observability import Metrics, ObservabilityInterceptor, silence_query_logs
 from service.api.servicer import UserServicer
 from service.db.database import Database
 from service.db.errors import as_unavailable
@@ -41,8 +42,6 @@ __all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
 log = logging.getLogger("service.server")
 
 SERVICE_NAME: str = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class BindError(RuntimeError):
@@ -51,6 +50,7 @@ class BindError(RuntimeError):
 
 class UsersServer:
     def __init__(self, settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
+        silence_query_logs()
         self.settings = settings
         self.worker = worker
         # Only deliberate workers share a port; otherwise a second server on a
@@ -58,7 +58,7 @@ class UsersServer:
         self.reuse_port = reuse_port
         self.database = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.hasher = PasswordHasher(settings.hash_threads)
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = HealthServicer()
         self.metrics = Metrics(self.database.pool_stats)
         self.port: int = 0
         self.metrics_port: int | None = None
@@ -104,7 +104,7 @@ class UsersServer:
             await server.start()
             self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
         for name in ("", SERVICE_NAME):
-            await self.health.set(name, _SERVING)
+            await self.health.set(name, SERVING)
         log.info(
             "serving %s on port %d (%s, %s database, worker %d)",
             SERVICE_NAME,
@@ -187,7 +187,7 @@ class UsersServer:
             if ok != healthy:
                 healthy = ok
                 for name in ("", SERVICE_NAME):
-                    await self.health.set(name, _SERVING if ok else _NOT_SERVING)
+                    await self.health.set(name, SERVING if ok else NOT_SERVING)
                 log.warning("health is now %s", "SERVING" if ok else "NOT_SERVING")
 
     async def stop(self, grace: float | None = None) -> None:

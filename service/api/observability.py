@@ -25,11 +25,22 @@ if TYPE_CHECKING:
 
     Handler = grpc.RpcMethodHandler[Any, Any]
 
-__all__ = ["Metrics", "ObservabilityInterceptor", "configure_access_log"]
+__all__ = ["Metrics", "ObservabilityInterceptor", "configure_access_log", "silence_query_logs"]
 
 access_log = logging.getLogger("service.access")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+# Libraries that log every query or call with its parameters at DEBUG; those
+# parameters include password hashes, so they never log below INFO.
+_CHATTY_LOGGERS = ("tortoise", "tortoise.db_client", "aiosqlite", "asyncpg", "passlib")
+
+
+def silence_query_logs() -> None:
+    """Keep SQL parameters (password hashes among them) out of every log."""
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def configure_access_log() -> None:

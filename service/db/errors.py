@@ -17,13 +17,17 @@ from service.domain.errors import (
 
 __all__ = ["as_unavailable", "unique_violation"]
 
+# Errors that mean "the database cannot serve us right now", not "this call is
+# wrong": lost or refused connections (class 08), operator intervention such
+# as shutdown, crash recovery or a refused start-up (class 57), a database
+# that is gone, and asyncpg's own connection-state failures.
 _DRIVER_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -54,7 +58,14 @@ def as_unavailable(error: BaseException) -> UsersError | None:
     """DatabaseUnavailable if the error (or one it was raised from) is a lost connection."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, _UNAVAILABLE):
+        if isinstance(seen, _UNAVAILABLE) or _refuses_connections(seen):
             return DatabaseUnavailable()
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _refuses_connections(error: BaseException) -> bool:
+    """SQLSTATE 55000 at connect: ``ALTER DATABASE ... ALLOW_CONNECTIONS false``."""
+    return isinstance(
+        error, asyncpg.exceptions.ObjectNotInPrerequisiteStateError
+    ) and "accepting connections" in str(error)

@@ -106,8 +106,9 @@ class Accounts:
     ) -> UserPage:
         found = rules.Violations()
         size = found.check(check_page_size, page_size)
-        sort_field, descending = found.check(_parse_order_by, order_by)
+        order = found.check(_parse_order_by, order_by)
         found.raise_if_any()
+        sort_field, descending = order
         query = UserQuery(
             username_prefix_key=rules.identity_key(username_prefix),
             created_after=created_after,
