@@ -87,7 +87,10 @@ class Bench:
         self.config = config
         self.work = work
         self.results: list[Result] = []
+        # Baselines per block (a backend, or a backend with --workers): measured
+        # within the block, close in time to what they are compared with.
         self.baselines: dict[tuple[str, str], Result] = {}
+        self.block = ""
         self.bare: ServerProcess | None = None
         self.broken: list[str] = []
         self.notes: list[str] = []
@@ -185,7 +188,7 @@ class Bench:
         target: Target | None = None,
     ) -> None:
         """Throughput as a share of a baseline measured in this run."""
-        baseline = self.baselines.get((result.backend, baseline_key))
+        baseline = self.baselines.get((self.block, baseline_key))
         result.baseline = baseline_key
         result.target = target
         if baseline is None or not baseline.calls_per_s or result.calls_per_s is None:
@@ -303,7 +306,7 @@ class Bench:
     def need(self, scenario_key: str, backend: str) -> None:
         """Measure the baseline ``scenario_key`` is compared with, unless done for this block."""
         key = NEEDS.get(scenario_key)
-        if key is None or (backend, key) in self.baselines:
+        if key is None or (self.block, key) in self.baselines:
             return
         config = self.config
         bare = self.bare
@@ -333,7 +336,7 @@ class Bench:
         name, measure = measures[key]
         result = self.scenario(key, name, backend, measure, baseline=True)
         if result is not None:
-            self.baselines[(backend, key)] = result
+            self.baselines[(self.block, key)] = result
 
     # --- one backend ----------------------------------------------------------------
 
@@ -373,6 +376,7 @@ class Bench:
         return Backend(name, url, seed)
 
     def run_backend(self, backend: Backend) -> None:
+        self.block = backend.name
         server = self.server(f"service-{backend.name}", backend.url)
         server.start(health=True)
         try:
@@ -554,6 +558,7 @@ class Bench:
         keys = ("get_user_workers", "create_user_workers")
         if not any(config.wants(k) for k in keys):
             return
+        self.block = f"{name} --workers {workers}"
         server = self.server(f"service-{name}-workers", backend.url, "--workers", str(workers))
         server.start(health=True)
         try:
@@ -576,11 +581,13 @@ class Bench:
             server.stop()
 
     def _versus_one_worker(self, result: Result, key: str, backend: str) -> None:
+        """Speed-up over one worker, each normalised by the baseline of its own block."""
         single = self._single_worker.get((key, backend))
-        if single and single.calls_per_s and result.calls_per_s is not None:
-            factor = result.calls_per_s / single.calls_per_s
-            result.extra["vs_one_worker"] = factor
-            result.ratio_text += f", {factor:.2f}x 1 worker"
+        if single is None or result.ratio is None or not single.ratio:
+            return
+        factor = result.ratio / single.ratio
+        result.extra["vs_one_worker"] = factor
+        result.ratio_text += f", {factor:.2f}x 1 worker"
 
     def workers_supported(self) -> bool:
         done = subprocess.run(
