@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check lint format typecheck test check bench clean
+.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ proto-check:  ## Fail when generated/ is stale.
 		(echo 'generated/ is stale: run make proto and commit the result' && exit 1)
 	rm -rf .proto-check
 
+migrations: setup  ## After a model change: write the next migration (NAME=what_changed), then commit it.
+	$(BIN)/tortoise -c service.db.migrate.TORTOISE_ORM makemigrations models $(if $(NAME),--name $(NAME))
+	$(BIN)/ruff check --fix --quiet service/db/migrations
+	$(BIN)/ruff format --quiet service/db/migrations
+
+migrations-check:  ## Fail when the models have changes that no migration covers.
+	$(PY) -m service.db.migrate check
+
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -56,7 +64,7 @@ typecheck:
 test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 	$(BIN)/pytest
 
-check: setup lint typecheck proto-check test  ## What CI runs.
+check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 
 # h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

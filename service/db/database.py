@@ -1,4 +1,4 @@
-"""Connecting to the database, creating its schema, and probing it.
+"""Connecting to the database, migrating its schema, and probing it.
 
 Tortoise 1.x keeps its state in a context variable. ``Database`` owns one
 ``TortoiseContext``; ``activate()`` makes it current for the calling task, and
@@ -18,14 +18,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tortoise.context import TortoiseContext
 from tortoise.exceptions import IntegrityError
 
+from service.db.migrate import apply_migrations, apps_config
 from service.db.models import ServiceSecret
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = ["Database", "DatabaseUnreachable", "is_postgres", "redact", "with_pool_size"]
-
-MODELS = ["service.db.models"]
 
 
 def is_postgres(url: str) -> bool:
@@ -83,6 +82,11 @@ class Database:
             yield
 
     async def connect(self, *, create_schema: bool = True) -> None:
+        """Initialise Tortoise and check the database answers.
+
+        ``create_schema`` applies pending migrations (``service.db.migrate``);
+        False leaves the schema untouched.
+        """
         path = _sqlite_path(self.url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,7 @@ class Database:
             await self.context.init(
                 config={
                     "connections": {self.dialect: self.url},
-                    "apps": {"models": {"models": MODELS, "default_connection": self.dialect}},
+                    "apps": apps_config(self.dialect),
                 }
             )
             # Tortoise connects lazily; fail here, not on the first request.
@@ -100,8 +104,8 @@ class Database:
                 raise DatabaseUnreachable(
                     f"cannot reach the database at {self.safe_url}: {error}"
                 ) from error
-            if create_schema:
-                await self.context.generate_schemas(safe=True)
+        if create_schema:
+            await apply_migrations(self)
 
     async def probe(self) -> None:
         """Run ``SELECT 1``; raises when the database cannot be reached."""
