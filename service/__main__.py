@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from service.api.observability import configure_access_log
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
+from service.db.migrate import MigrationsPending, require_migrated
 from service.server import BindError, UsersServer
 from service.workers import run_workers
 
@@ -35,10 +36,13 @@ async def serve(settings: Settings, *, worker: int = 0, migrate: bool | None = N
     await server.stop()
 
 
-async def migrate(settings: Settings) -> None:
+async def migrate(settings: Settings, *, apply: bool = True) -> None:
+    """Apply pending migrations, or with ``apply=False`` refuse if any are pending."""
     database = Database(settings.database_url, pool_size=1)
     try:
-        await database.connect(create_schema=True)
+        await database.connect(create_schema=apply)
+        if not apply:
+            await require_migrated(database)
     finally:
         await database.close()
 
@@ -61,7 +65,7 @@ def _serve_worker(settings: Settings, worker: int) -> None:
 def _guarded(action: Any) -> None:
     try:
         action()
-    except (BindError, DatabaseUnreachable) as error:
+    except (BindError, DatabaseUnreachable, MigrationsPending) as error:
         log.error("cannot start: %s", error)
         sys.exit(1)
 
@@ -81,10 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.workers == 1:
         _guarded(lambda: _run(serve(settings)))
         return
-    # Migrate once in the parent, before forking, so that workers never race
-    # each other over the schema.
-    if settings.migrate_on_start:
-        _guarded(lambda: _run(migrate(settings)))
+    # Migrate (or check) once in the parent, before forking, so that workers
+    # never race each other over the schema.
+    _guarded(lambda: _run(migrate(settings, apply=settings.migrate_on_start)))
     sys.exit(run_workers(settings, _serve_worker))
 
 

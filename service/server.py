@@ -26,6 +26,7 @@ from service.api.observability import Metrics, ObservabilityInterceptor, silence
 from service.api.servicer import UserServicer
 from service.db.database import Database
 from service.db.errors import as_unavailable
+from service.db.migrate import require_migrated
 from service.domain.money import Money
 from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
@@ -76,6 +77,9 @@ class UsersServer:
 
     async def _start(self, migrate: bool) -> None:
         await self.database.connect(create_schema=migrate)
+        if not migrate:
+            # Refuse to serve a schema this code does not expect.
+            await require_migrated(self.database)
         await self.hasher.start()
         tokens = PageTokens(await self.database.secret("page_token_key"))
         self.metrics.database_up.set(1)
