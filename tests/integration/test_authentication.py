@@ -54,17 +54,15 @@ async def user_id_of(service, username: str) -> int:
 # --- AuthenticateUser --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "identifier",
-    ["Walter", "walter", "WALTER", fullwidth("Walter"), "Walter.White@Example.com",
-     "walter.white@example.com", "WALTER.WHITE@EXAMPLE.COM"],
-    ids=["username", "lower", "upper", "fullwidth", "email", "email-lower", "email-upper"],
-)  # fmt: skip
-async def test_authenticate_by_username_or_email_in_any_case(stub, identifier):
+async def test_authenticate_by_username_or_email_in_any_case(stub, subtests):
     user = await create_user(stub, "Walter", email="Walter.White@Example.com")
     await create_user(stub, "walter2", email="walter2@example.com")
-    response = await stub.AuthenticateUser(login(identifier))
-    assert response.user == user
+    identifiers = ["Walter", "walter", "WALTER", fullwidth("Walter"), "Walter.White@Example.com",
+                   "walter.white@example.com", "WALTER.WHITE@EXAMPLE.COM"]  # fmt: skip
+    for identifier in identifiers:
+        with subtests.test(identifier=identifier):
+            response = await stub.AuthenticateUser(login(identifier))
+            assert response.user == user
 
 
 async def test_stored_hash_is_argon2id_with_owasp_parameters(service, stub):
@@ -80,16 +78,14 @@ async def test_same_password_hashes_differently_for_two_users(service, stub):
     assert await stored_hash(service, a.id) != await stored_hash(service, b.id)
 
 
-@pytest.mark.parametrize(
-    "password",
-    ["correct horse batter", "Correct horse battery", "correct horse battery ",
-     "correct horse battery!", ""],
-    ids=["truncated", "capitalised", "trailing-space", "extra-char", "empty"],
-)  # fmt: skip
-async def test_wrong_password_is_unauthenticated_invalid_credentials(stub, password):
+async def test_wrong_password_is_unauthenticated_invalid_credentials(stub, subtests):
     await create_user(stub, "jesse")
-    got = await failure(stub.AuthenticateUser(login("jesse", password)))
-    assert_error(got, UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    wrong = ["correct horse batter", "Correct horse battery", "correct horse battery ",
+             "correct horse battery!", ""]  # fmt: skip
+    for password in wrong:
+        with subtests.test(password=password):
+            got = await failure(stub.AuthenticateUser(login("jesse", password)))
+            assert_error(got, UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
 
 async def test_unknown_user_and_wrong_password_get_the_same_answer(stub):
@@ -232,11 +228,12 @@ async def test_change_password_with_wrong_current_is_unauthenticated(stub):
     assert_error(got, UNAUTHENTICATED, "INVALID_CREDENTIALS")
 
 
-@pytest.mark.parametrize("new", ["", "1234567", "p" * 257], ids=["empty", "7-chars", "257-chars"])
-async def test_change_to_a_bad_password_is_invalid_argument_naming_new_password(stub, new):
+async def test_change_to_a_bad_password_is_invalid_argument_naming_new_password(stub, subtests):
     user = await create_user(stub, "ruled")
-    got = await failure(stub.ChangePassword(change(user.id, PASSWORD, new)))
-    assert_invalid(got, "new_password")
+    for new in ("", "1234567", "p" * 257):
+        with subtests.test(length=len(new)):
+            got = await failure(stub.ChangePassword(change(user.id, PASSWORD, new)))
+            assert_invalid(got, "new_password")
     assert (await stub.AuthenticateUser(login("ruled"))).user.id == user.id
 
 
@@ -246,10 +243,11 @@ async def test_change_password_of_missing_user_is_not_found(stub):
     assert_error(got, grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
 
 
-@pytest.mark.parametrize("user_id", [0, -1])
-async def test_change_password_with_non_positive_id_is_invalid_argument(stub, user_id):
-    got = await failure(stub.ChangePassword(change(user_id, PASSWORD, "another password")))
-    assert_invalid(got, "id")
+async def test_change_password_with_non_positive_id_is_invalid_argument(stub, subtests):
+    for user_id in (0, -1):
+        with subtests.test(id=user_id):
+            got = await failure(stub.ChangePassword(change(user_id, PASSWORD, "another password")))
+            assert_invalid(got, "id")
 
 
 async def test_concurrent_changes_from_one_current_password_let_exactly_one_win(stub):

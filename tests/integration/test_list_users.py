@@ -7,7 +7,6 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -396,7 +395,7 @@ async def test_token_from_another_database_is_invalid_argument(stub, users):
     assert_invalid(got, "page_token")
 
 
-async def test_bad_order_by_is_invalid_argument(stub):
+async def test_bad_order_by_is_invalid_argument(stub, subtests):
     bad = [
         "name",
         "email",
@@ -410,9 +409,9 @@ async def test_bad_order_by_is_invalid_argument(stub):
         "id; DROP TABLE users",
     ]
     for order_by in bad:
-        got = await failure(stub.ListUsers(list_request(order_by=order_by)))
-        assert got.code == grpc.StatusCode.INVALID_ARGUMENT, (order_by, got)
-        assert_invalid(got, "order_by")
+        with subtests.test(order_by=order_by):
+            got = await failure(stub.ListUsers(list_request(order_by=order_by)))
+            assert_invalid(got, "order_by")
 
 
 async def test_negative_page_size_is_invalid_argument(stub, subtests):

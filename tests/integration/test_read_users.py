@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 from users.v1 import user_service_pb2
 
 from tests.helpers import assert_error, assert_invalid, create_user, failure, fullwidth
@@ -37,24 +36,22 @@ async def test_get_missing_user_is_not_found_naming_the_id(stub):
     assert got.metadata == {"user_ids": str(user.id + 1)}
 
 
-@pytest.mark.parametrize("user_id", [0, -1, -(2**63)])
-async def test_get_user_with_non_positive_id_is_invalid_argument(stub, user_id):
-    got = await failure(stub.GetUser(user_service_pb2.GetUserRequest(id=user_id)))
-    assert_invalid(got, "id")
+async def test_get_user_with_non_positive_id_is_invalid_argument(stub, subtests):
+    for user_id in (0, -1, -(2**63)):
+        with subtests.test(id=user_id):
+            got = await failure(stub.GetUser(user_service_pb2.GetUserRequest(id=user_id)))
+            assert_invalid(got, "id")
 
 
 # --- LookupUser --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "username",
-    ["MixedCase", "mixedcase", "MIXEDCASE", "mIxEdCaSe", fullwidth("MixedCase")],
-    ids=["exact", "lower", "upper", "alternating", "fullwidth"],
-)
-async def test_lookup_by_username_ignores_case_and_compatibility_forms(stub, username):
+async def test_lookup_by_username_ignores_case_and_compatibility_forms(stub, subtests):
     user = await create_user(stub, "MixedCase")
     await create_user(stub, "MixedCase2")
-    assert await stub.LookupUser(lookup(username=username)) == user
+    for username in ["MixedCase", "mixedcase", "MIXEDCASE", "mIxEdCaSe", fullwidth("MixedCase")]:
+        with subtests.test(username=username):
+            assert await stub.LookupUser(lookup(username=username)) == user
 
 
 async def test_lookup_by_username_finds_a_name_that_casefolds_longer(stub):
@@ -63,15 +60,12 @@ async def test_lookup_by_username_finds_a_name_that_casefolds_longer(stub):
     assert await stub.LookupUser(lookup(username="strasse")) == user
 
 
-@pytest.mark.parametrize(
-    "email",
-    ["Carol.Smith@Example.com", "carol.smith@example.com", "CAROL.SMITH@EXAMPLE.COM"],
-    ids=["exact", "lower", "upper"],
-)
-async def test_lookup_by_email_ignores_case(stub, email):
+async def test_lookup_by_email_ignores_case(stub, subtests):
     user = await create_user(stub, "carol", email="Carol.Smith@Example.com")
     await create_user(stub, "carol2", email="carol.smith2@example.com")
-    assert await stub.LookupUser(lookup(email=email)) == user
+    for email in ["Carol.Smith@Example.com", "carol.smith@example.com", "CAROL.SMITH@EXAMPLE.COM"]:
+        with subtests.test(email=email):
+            assert await stub.LookupUser(lookup(email=email)) == user
 
 
 async def test_lookup_does_not_confuse_username_and_email(stub):
@@ -89,16 +83,13 @@ async def test_lookup_with_neither_username_nor_email_is_invalid_argument(stub):
     assert set(got.violations) <= {"username", "email", "identifier"}
 
 
-@pytest.mark.parametrize(
-    "identifier",
-    [{"username": "nobody"}, {"email": "nobody@example.com"}],
-    ids=["username", "email"],
-)
-async def test_lookup_of_unknown_user_is_not_found(stub, identifier):
+async def test_lookup_of_unknown_user_is_not_found(stub, subtests):
     await create_user(stub, "somebody", email="somebody@example.com")
-    got = await failure(stub.LookupUser(lookup(**identifier)))
-    assert_error(got, NOT_FOUND, "USER_NOT_FOUND")
-    assert got.message
+    for identifier in ({"username": "nobody"}, {"email": "nobody@example.com"}):
+        with subtests.test(**identifier):
+            got = await failure(stub.LookupUser(lookup(**identifier)))
+            assert_error(got, NOT_FOUND, "USER_NOT_FOUND")
+            assert got.message
 
 
 # --- BatchGetUsers -----------------------------------------------------------------
