@@ -5,7 +5,14 @@ from __future__ import annotations
 import grpc
 from users.v1 import user_service_pb2
 
-from tests.helpers import assert_error, assert_invalid, create_user, failure, fullwidth
+from tests.helpers import (
+    assert_error,
+    assert_invalid,
+    create_user,
+    failure,
+    fullwidth,
+    insert_rows,
+)
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
@@ -107,7 +114,17 @@ async def test_batch_get_answers_duplicate_ids_each_time(stub):
     assert list(got.users) == [a, b, a, a]
 
 
-async def test_batch_get_accepts_1000_ids(stub):
+async def test_batch_get_accepts_1000_distinct_ids(service, stub):
+    await insert_rows(service, [f"many{i:04d}" for i in range(1000)])
+    listed = await stub.ListUsers(user_service_pb2.ListUsersRequest(page_size=1000))
+    ids = [u.id for u in listed.users][::-1]
+    assert len(set(ids)) == 1000
+    got = await stub.BatchGetUsers(batch(*ids))
+    assert [u.id for u in got.users] == ids
+    assert got.users[0].username == "many0999"
+
+
+async def test_batch_get_accepts_1000_ids_with_repeats(stub):
     a, b = [await create_user(stub) for _ in range(2)]
     got = await stub.BatchGetUsers(batch(*[a.id, b.id] * 500))
     assert len(got.users) == 1000

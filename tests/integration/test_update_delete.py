@@ -148,6 +148,12 @@ async def test_changing_only_the_case_of_ones_own_username_is_allowed(stub):
     assert updated.username == "CASEY"
 
 
+async def test_changing_only_the_case_of_ones_own_email_is_allowed(stub):
+    user = await create_user(stub, "emailcase", email="emailcase@example.com")
+    updated = await stub.UpdateUser(update(user.id, "email", email="EmailCase@example.com"))
+    assert updated.email == "EmailCase@example.com"
+
+
 async def test_a_freed_username_can_be_taken_by_someone_else(stub):
     first = await create_user(stub, "handle")
     await stub.UpdateUser(update(first.id, "username", username="handle2"))
