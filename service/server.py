@@ -20,9 +20,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
+from service.api.calls import CallGuard
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
-from service.api.interceptors import ErrorInterceptor
-from service.api.observability import Metrics, ObservabilityInterceptor, silence_query_logs
+from service.api.observability import Metrics, silence_query_logs
 from service.api.servicer import UserServicer
 from service.db.database import Database
 from service.db.errors import as_unavailable
@@ -85,15 +85,12 @@ class UsersServer:
         self.metrics.database_up.set(1)
 
         server = grpc.aio.server(
-            interceptors=[
-                # Outermost first: observe the status the error interceptor sets.
-                ObservabilityInterceptor(self.metrics, log_calls=self.settings.access_log),
-                ErrorInterceptor(as_unavailable),
-            ],
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
         servicer = UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens))
+        guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
+        guard.guard_servicer(servicer, user_service_pb2.DESCRIPTOR.services_by_name["UserService"])
         user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -1,4 +1,4 @@
-"""Access log and Prometheus metrics for every call.
+"""Access log and Prometheus metrics (recorded per call by ``service.api.calls``).
 
 The access log is one JSON object per line on stderr: method, status code,
 duration, peer and process id. Requests and responses are never logged, so a
@@ -8,11 +8,8 @@ conventions of go-grpc-prometheus so that existing dashboards work.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,11 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Callable, Iterator
 
     Handler = grpc.RpcMethodHandler[Any, Any]
 
-__all__ = ["Metrics", "ObservabilityInterceptor", "configure_access_log", "silence_query_logs"]
+__all__ = ["Metrics", "configure_access_log", "silence_query_logs"]
 
 access_log = logging.getLogger("service.access")
 
@@ -101,63 +98,3 @@ class _PoolCollector:
         for state, value in stats.items():
             family.add_metric([state], value)
         yield family
-
-
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Times every unary call and records its outcome in the access log and metrics."""
-
-    def __init__(self, metrics: Metrics | None, *, log_calls: bool) -> None:
-        self._metrics = metrics
-        self._log_calls = log_calls
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behavior = handler.unary_unary
-        full_method: str = handler_call_details.method
-        service, _, method = full_method.lstrip("/").rpartition("/")
-        metrics, log_calls, pid = self._metrics, self._log_calls, os.getpid()
-
-        async def observed(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            if metrics is not None:
-                metrics.started.labels(service, method).inc()
-                metrics.in_flight.inc()
-            try:
-                response = await behavior(request, context)
-                code = grpc.StatusCode.OK
-                return response
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except BaseException:
-                code = grpc.StatusCode.CANCELLED if context.cancelled() else code
-                raise
-            finally:
-                elapsed = time.perf_counter() - start
-                if metrics is not None:
-                    metrics.in_flight.dec()
-                    metrics.handled.labels(service, method, code.name).inc()
-                    metrics.latency.labels(service, method).observe(elapsed)
-                if log_calls:
-                    access_log.info(
-                        json.dumps(
-                            {
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "method": full_method,
-                                "code": code.name,
-                                "duration_ms": round(elapsed * 1000, 3),
-                                "peer": context.peer(),
-                                "pid": pid,
-                            }
-                        )
-                    )
-
-        wrapped: Handler = handler._replace(unary_unary=observed)  # type: ignore[attr-defined]
-        return wrapped

@@ -1,0 +1,128 @@
+"""The one wrapper every UserService call runs in.
+
+It turns domain errors into statuses (and any other exception into INTERNAL,
+or UNAVAILABLE for a lost database), and times, counts and logs the call.
+It is applied to the servicer's methods when they are registered rather than
+as a ``grpc.aio.ServerInterceptor``: an interceptor cannot see handler
+exceptions without wrapping the handler anyway, and grpc.aio runs its
+interception pipeline on every call, which cost about 0.2 ms of CPU per call
+here, close to half of what a bare grpc.aio call costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from service.api.observability import access_log
+from service.api.status import internal_status, to_status
+from service.domain.errors import UsersError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from google.protobuf.descriptor import ServiceDescriptor
+
+    from service.api.observability import Metrics
+
+    Behavior = Callable[[Any, Any], Awaitable[Any]]
+
+__all__ = ["CallGuard"]
+
+log = logging.getLogger("service.errors")
+
+
+class CallGuard:
+    def __init__(
+        self,
+        classify: Callable[[BaseException], UsersError | None],
+        metrics: Metrics | None,
+        *,
+        log_calls: bool,
+    ) -> None:
+        # Maps a non-domain exception (a lost database connection, say) to a
+        # domain error, or returns None when it is a genuine fault.
+        self._classify = classify
+        self._metrics = metrics
+        self._log_calls = log_calls
+
+    def guard_servicer(self, servicer: object, service: ServiceDescriptor) -> None:
+        """Wrap every unary method of ``servicer`` in place, before it is registered."""
+        for method in service.methods:
+            if method.client_streaming or method.server_streaming:
+                continue
+            behavior = getattr(servicer, method.name)
+            setattr(servicer, method.name, self.wrap(service.full_name, method.name, behavior))
+
+    def wrap(self, service: str, method: str, behavior: Behavior) -> Behavior:
+        full_method = f"/{service}/{method}"
+        classify, metrics, log_calls, pid = (
+            self._classify,
+            self._metrics,
+            self._log_calls,
+            os.getpid(),
+        )
+        if metrics is not None:
+            started = metrics.started.labels(service, method)
+            latency = metrics.latency.labels(service, method)
+
+        async def guarded(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            if metrics is not None:
+                started.inc()
+                metrics.in_flight.inc()
+            try:
+                response = await behavior(request, context)
+                code = grpc.StatusCode.OK
+                return response
+            except UsersError as error:
+                status = to_status(error)
+                code = status.code
+                await context.abort_with_status(status)
+            except grpc.aio.AbortError:
+                code = context.code() or code
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                mapped = classify(error)
+                if mapped is None:
+                    log.exception("unexpected error in %s", full_method)
+                    status = internal_status()
+                else:
+                    log.warning(
+                        "%s failed: %s (%s)", full_method, mapped.reason, type(error).__name__
+                    )
+                    status = to_status(mapped)
+                code = status.code
+                await context.abort_with_status(status)
+            finally:
+                elapsed = time.perf_counter() - start
+                if metrics is not None:
+                    metrics.in_flight.dec()
+                    metrics.handled.labels(service, method, code.name).inc()
+                    latency.observe(elapsed)
+                if log_calls:
+                    access_log.info(
+                        json.dumps(
+                            {
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "method": full_method,
+                                "code": code.name,
+                                "duration_ms": round(elapsed * 1000, 3),
+                                "peer": context.peer(),
+                                "pid": pid,
+                            }
+                        )
+                    )
+
+        return guarded
