@@ -10,7 +10,7 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -144,8 +144,14 @@ _HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, not argparse's usage block: it is read in service logs."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m service",
         description="Run the users.v1.UserService gRPC server, or migrate its database.",
         epilog="Every flag also reads the environment variable shown in brackets.",
@@ -160,7 +166,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     for field in fields(Settings):
         env = ENV_PREFIX + field.name.upper()
         default = field.default
-        shown = "" if default == "" else f" (default: {default})"
+        shown = "" if default == "" or field.name == "hash_threads" else f" (default: {default})"
         # No argparse `type`: flag and environment strings convert in one
         # place, so that an error names both spellings of the setting.
         parser.add_argument(

@@ -23,7 +23,7 @@ from service.testing import RunningService, running_service
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from users.v1.user_service_pb2_grpc import UserServiceStub
+    from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
 
 __all__ = ["users_service", "users_stub"]
 
@@ -36,5 +36,5 @@ async def users_service() -> AsyncIterator[RunningService]:
 
 
 @pytest_asyncio.fixture
-async def users_stub(users_service: RunningService) -> UserServiceStub:
+async def users_stub(users_service: RunningService) -> UserServiceAsyncStub:
     return users_service.stub

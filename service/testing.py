@@ -34,6 +34,8 @@ from service.server import UsersServer
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
+
 __all__ = ["RunningService", "running_service"]
 
 
@@ -42,7 +44,7 @@ class RunningService:
     server: UsersServer
     address: str
     channel: grpc.aio.Channel
-    stub: user_service_pb2_grpc.UserServiceStub
+    stub: UserServiceAsyncStub
 
 
 @contextlib.asynccontextmanager
@@ -62,8 +64,7 @@ async def running_service(
     address = f"127.0.0.1:{server.port}"
     try:
         async with grpc.aio.insecure_channel(address) as channel:
-            yield RunningService(
-                server, address, channel, user_service_pb2_grpc.UserServiceStub(channel)
-            )
+            stub = user_service_pb2_grpc.UserServiceStub(channel)
+            yield RunningService(server, address, channel, stub)
     finally:
         await server.stop(0)

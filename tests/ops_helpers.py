@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -68,7 +68,7 @@ async def eventually(
 
 def stub_of(running: RunningService) -> UserServiceAsyncStub:
     """The service's stub, typed as what it is: a stub over a grpc.aio channel."""
-    return cast("UserServiceAsyncStub", running.stub)
+    return running.stub
 
 
 # -- health -----------------------------------------------------------------

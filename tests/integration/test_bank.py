@@ -116,7 +116,7 @@ async def test_opposite_transfers_at_once_never_deadlock(service, backend, caplo
                 from_user_id=source, to_user_id=target, amount=1, request_id=str(uuid.uuid4())
             )
         )
-        return transfer.id
+        return int(transfer.id)
 
     with caplog.at_level(logging.INFO, logger="service.money"):
         done = await asyncio.gather(

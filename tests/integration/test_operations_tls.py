@@ -62,11 +62,13 @@ async def test_a_tls_server_answers_a_client_that_trusts_its_ca(sqlite_url, cert
 
 
 async def test_a_tls_server_refuses_plaintext_clients(sqlite_url, certificates):
-    async with running_service(
-        sqlite_url, tls_cert=str(certificates.server_cert), tls_key=str(certificates.server_key)
-    ) as running:
-        async with grpc.aio.insecure_channel(running.address) as channel:
-            assert await get_missing_user(channel) == grpc.StatusCode.UNAVAILABLE
+    async with (
+        running_service(
+            sqlite_url, tls_cert=str(certificates.server_cert), tls_key=str(certificates.server_key)
+        ) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        assert await get_missing_user(channel) == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_a_client_that_does_not_trust_the_servers_ca_cannot_connect(
