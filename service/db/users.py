@@ -6,17 +6,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q
 
 from service.db.errors import unique_violation
 from service.db.models import PostRow, UserRow
+from service.db.sql import Statement, as_datetime
 from service.domain.entities import Credentials, Post, User, UserQuery
 from service.domain.errors import BalanceNotZero, UserNotFound
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from tortoise.queryset import QuerySet
 
 __all__ = [
     "count_users",
@@ -86,16 +85,33 @@ async def insert_user(
     return to_user(row)
 
 
+_COLUMNS = "id, username, email, display_name, balance, create_time, update_time"
+
+
+def _user_of(row: Sequence[Any]) -> User:
+    """A user from a row of ``_COLUMNS``."""
+    return User(
+        id=row[0],
+        username=row[1],
+        email=row[2],
+        display_name=row[3],
+        balance=row[4],
+        create_time=as_datetime(row[5]),
+        update_time=as_datetime(row[6]),
+    )
+
+
 async def get_user(user_id: int, *, with_posts: bool = False) -> User:
-    query = UserRow.filter(id=user_id)
-    if with_posts:
-        # One query for the user and one for all its posts, whatever their number.
-        query = query.prefetch_related("posts")
-    row = await query.first()
+    if not with_posts:
+        statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id =")
+        rows = await statement.add(statement.param(user_id)).rows()
+        if not rows:
+            raise UserNotFound(user_id)
+        return _user_of(rows[0])
+    # One query for the user and one for all its posts, whatever their number.
+    row = await UserRow.filter(id=user_id).prefetch_related("posts").first()
     if row is None:
         raise UserNotFound(user_id)
-    if not with_posts:
-        return to_user(row)
     posts = sorted(row.posts, key=lambda p: p.id, reverse=True)
     return to_user(row, posts)
 
@@ -103,32 +119,42 @@ async def get_user(user_id: int, *, with_posts: bool = False) -> User:
 async def find_user(
     *, username_key: str | None = None, email_key: str | None = None
 ) -> User | None:
-    row = await UserRow.get_or_none(**_identity(username_key, email_key))
-    return None if row is None else to_user(row)
+    credentials = await find_credentials(username_key=username_key, email_key=email_key)
+    return None if credentials is None else credentials.user
 
 
 async def get_users(ids: Sequence[int]) -> list[User]:
     """All users with these ids, in the given order; UserNotFound names every missing id."""
-    rows = {row.id: row for row in await UserRow.filter(id__in=set(ids))}
-    missing = sorted({i for i in ids if i not in rows})
+    wanted = sorted(set(ids))
+    statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id IN")
+    statement.add(f"({statement.params_of(wanted)})")
+    found = {row[0]: _user_of(row) for row in await statement.rows()}
+    missing = [i for i in wanted if i not in found]
     if missing:
         raise UserNotFound(*missing)
-    return [to_user(rows[i]) for i in ids]
+    return [found[i] for i in ids]
 
 
-def _filtered(query: UserQuery) -> QuerySet[UserRow]:
-    rows = UserRow.all()
+def _filtered(statement: Statement, query: UserQuery) -> Statement:
+    """Add the WHERE clause of a listing's filters (always, so callers can add ``AND``)."""
+    statement.add("WHERE 1 = 1")
     if query.username_prefix_key:
-        rows = rows.filter(username_key__startswith=query.username_prefix_key)
+        pattern = _escape_like(query.username_prefix_key) + "%"
+        statement.add(f"AND username_key LIKE {statement.param(pattern)} ESCAPE '\\'")
     if query.created_after is not None:
-        rows = rows.filter(create_time__gte=query.created_after)
+        statement.add(f"AND create_time >= {statement.param(query.created_after)}")
     if query.created_before is not None:
-        rows = rows.filter(create_time__lt=query.created_before)
-    return rows
+        statement.add(f"AND create_time < {statement.param(query.created_before)}")
+    return statement
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def count_users(query: UserQuery) -> int:
-    return await _filtered(query).count()
+    count = await _filtered(Statement("SELECT COUNT(*) FROM users"), query).scalar()
+    return int(count)
 
 
 async def list_users(
@@ -139,22 +165,27 @@ async def list_users(
     Also returns the position to resume from, or None when no rows follow.
     """
     columns = _SORT_COLUMNS[query.sort_field]
-    rows = _filtered(query)
+    statement = _filtered(Statement(f"SELECT {_COLUMNS}, username_key FROM users"), query)
     if after is not None:
-        rows = rows.filter(_after(columns, _decode(columns, after), query.descending))
-    direction = "-" if query.descending else ""
+        values = _decode(columns, after)
+        statement.add("AND " + _after(statement, columns, values, query.descending))
+    direction = " DESC" if query.descending else ""
+    statement.add("ORDER BY " + ", ".join(c + direction for c in columns))
     # One row more than asked tells whether another page follows.
-    page = await rows.order_by(*(direction + c for c in columns)).limit(limit + 1)
-    resume_at = _encode(columns, page[limit - 1]) if len(page) > limit else None
-    return [to_user(row) for row in page[:limit]], resume_at
+    statement.add(f"LIMIT {statement.param(limit + 1)}")
+    page = await statement.rows()
+    users = [_user_of(row) for row in page[:limit]]
+    resume_at = _position(columns, users[-1], page[limit - 1][7]) if len(page) > limit else None
+    return users, resume_at
 
 
-def _encode(columns: Sequence[str], row: UserRow) -> list[str | int]:
-    values: list[str | int] = []
-    for column in columns:
-        value = getattr(row, column)
-        values.append(value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value)
-    return values
+def _position(columns: Sequence[str], user: User, username_key: str) -> list[str | int]:
+    values: dict[str, str | int] = {
+        "id": user.id,
+        "create_time": user.create_time.astimezone(UTC).isoformat(),
+        "username_key": username_key,
+    }
+    return [values[c] for c in columns]
 
 
 def _decode(columns: Sequence[str], position: Sequence[str | int]) -> list[Any]:
@@ -171,13 +202,21 @@ def _decode(columns: Sequence[str], position: Sequence[str | int]) -> list[Any]:
     return values
 
 
-def _after(columns: Sequence[str], values: Sequence[Any], descending: bool) -> Q:
-    """Rows strictly after ``values`` in lexicographic (column, ..., id) order."""
-    op = "lt" if descending else "gt"
-    condition = Q(**{f"{columns[-1]}__{op}": values[-1]})
-    for column, value in zip(reversed(columns[:-1]), reversed(values[:-1]), strict=True):
-        condition = Q(**{f"{column}__{op}": value}) | (Q(**{column: value}) & condition)
-    return condition
+def _after(
+    statement: Statement, columns: Sequence[str], values: Sequence[Any], descending: bool
+) -> str:
+    """Rows strictly after ``values`` in lexicographic (column, ..., id) order.
+
+    Placeholders are bound in the order they appear in the text, as SQLite's
+    positional ``?`` needs.
+    """
+    op = "<" if descending else ">"
+    column, value = columns[0], values[0]
+    if len(columns) == 1:
+        return f"{column} {op} {statement.param(value)}"
+    beyond, tied = statement.param(value), statement.param(value)
+    rest = _after(statement, columns[1:], values[1:], descending)
+    return f"({column} {op} {beyond} OR ({column} = {tied} AND {rest}))"
 
 
 async def update_user(user_id: int, changes: Mapping[str, str]) -> User:
@@ -208,15 +247,18 @@ def _identity(username_key: str | None, email_key: str | None) -> dict[str, Any]
 async def find_credentials(
     *, username_key: str | None = None, email_key: str | None = None
 ) -> Credentials | None:
-    row = await UserRow.get_or_none(**_identity(username_key, email_key))
-    return None if row is None else Credentials(to_user(row), row.password_hash)
+    column, value = next(iter(_identity(username_key, email_key).items()))
+    statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE {column} =")
+    rows = await statement.add(statement.param(value)).rows()
+    return Credentials(_user_of(rows[0]), rows[0][7]) if rows else None
 
 
 async def get_credentials(user_id: int) -> Credentials:
-    row = await UserRow.get_or_none(id=user_id)
-    if row is None:
+    statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id =")
+    rows = await statement.add(statement.param(user_id)).rows()
+    if not rows:
         raise UserNotFound(user_id)
-    return Credentials(to_user(row), row.password_hash)
+    return Credentials(_user_of(rows[0]), rows[0][7])
 
 
 async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, touch: bool) -> bool:
