@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from tortoise.exceptions import IntegrityError, OperationalError
-from tortoise.expressions import F, Q
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from service.db.models import LedgerRow, UserRow
+from service.db.sql import Statement
 from service.db.users import get_user
 from service.domain.entities import Transfer, User
 from service.domain.errors import (
@@ -64,22 +66,11 @@ async def deposit(user_id: int, amount: int, request_id: str) -> User:
         async with in_transaction():
             # Claim the request id first: a concurrent replay waits on the
             # unique index here and then fails, moving nothing.
-            await LedgerRow.create(
-                kind=DEPOSIT,
-                from_user_id=None,
-                to_user_id=user_id,
-                amount=amount,
-                request_id=request_id,
-            )
+            await _record(DEPOSIT, None, user_id, amount, request_id)
             await _credit(user_id, amount)
 
     fields = {"kind": DEPOSIT, "from_user_id": None, "to_user_id": user_id, "amount": amount}
-    if await _replayed(request_id, fields) is None:
-        try:
-            await _retrying(attempt)
-        except IntegrityError:
-            if await _replayed(request_id, fields) is None:
-                raise
+    await _once(attempt, request_id, fields)
     return await get_user(user_id)
 
 
@@ -91,25 +82,47 @@ async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: 
         "amount": amount,
     }
 
-    async def attempt() -> LedgerRow:
+    async def attempt() -> Transfer:
         async with in_transaction() as connection:
             if connection.capabilities.dialect == "postgres":
                 await _lock_in_id_order(from_user_id, to_user_id)
-            row = await LedgerRow.create(request_id=request_id, **fields)
-            await _debit(from_user_id, amount)
-            await _credit(to_user_id, amount)
-            return row
+            transfer = await _record(TRANSFER, from_user_id, to_user_id, amount, request_id)
+            await _move(from_user_id, to_user_id, amount)
+            return transfer
 
-    previous = await _replayed(request_id, fields)
-    if previous is not None:
-        return _to_transfer(previous)
+    return await _once(attempt, request_id, fields)
+
+
+async def _once(
+    attempt: Callable[[], Awaitable[T]], request_id: str, fields: dict[str, Any]
+) -> T | Transfer:
+    """Run a money transaction once per request id.
+
+    No look-up comes first: the unique index on request_id rejects a replay
+    inside the transaction (which then rolls back), and only then is the
+    first call's ledger row read and compared. New requests, by far the most
+    common, save a round-trip.
+    """
     try:
-        return _to_transfer(await _retrying(attempt))
+        return await _retrying(attempt)
     except IntegrityError:
         previous = await _replayed(request_id, fields)
         if previous is None:
             raise
         return _to_transfer(previous)
+
+
+async def _record(
+    kind: str, from_user_id: int | None, to_user_id: int, amount: int, request_id: str
+) -> Transfer:
+    """Insert a ledger row; IntegrityError when the request id was used before."""
+    now = datetime.now(UTC)
+    statement = Statement("INSERT INTO ledger")
+    values = statement.params_of([kind, from_user_id, to_user_id, amount, request_id, now])
+    statement.add("(kind, from_user_id, to_user_id, amount, request_id, create_time)")
+    statement.add(f"VALUES ({values}) RETURNING id")
+    (row,) = await statement.returning()
+    return Transfer(row[0], from_user_id or 0, to_user_id, amount, request_id, now)
 
 
 async def list_transfers(
@@ -139,30 +152,54 @@ async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None
 
 
 async def _lock_in_id_order(*user_ids: int) -> None:
-    # Not values_list(): Tortoise silently drops FOR UPDATE from it.
-    await UserRow.filter(id__in=user_ids).order_by("id").select_for_update().only("id")
+    statement = Statement("SELECT id FROM users WHERE id IN")
+    statement.add(f"({statement.params_of(sorted(user_ids))}) ORDER BY id FOR UPDATE")
+    await statement.rows()
 
 
-async def _debit(user_id: int, amount: int) -> None:
-    taken = await UserRow.filter(id=user_id, balance__gte=amount).update(
-        balance=F("balance") - amount
+async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
+    """Debit and credit in one guarded UPDATE: both rows change, or the reason is raised."""
+    statement = Statement("UPDATE users SET balance = balance + CASE WHEN id =")
+    # Typed explicitly: PostgreSQL cannot infer parameter types inside CASE.
+    statement.add(
+        f"{statement.param(from_user_id)} THEN CAST({statement.param(-amount)} AS BIGINT)"
     )
-    if not taken:
-        if await UserRow.exists(id=user_id):
-            raise InsufficientFunds(user_id)
-        raise UserNotFound(user_id)
+    statement.add(f"ELSE CAST({statement.param(amount)} AS BIGINT) END WHERE id IN")
+    statement.add(f"({statement.params_of([from_user_id, to_user_id])})")
+    statement.add(f"AND (id <> {statement.param(from_user_id)}")
+    statement.add(f"OR balance >= {statement.param(amount)})")
+    statement.add(f"AND (id <> {statement.param(to_user_id)}")
+    statement.add(f"OR balance <= {statement.param(INT64_MAX - amount)})")
+    if await statement.execute() == 2:
+        return
+    balances = await _balances(from_user_id, to_user_id)
+    missing = [i for i in (from_user_id, to_user_id) if i not in balances]
+    if missing:
+        raise UserNotFound(*missing)
+    if balances[from_user_id] < amount:
+        raise InsufficientFunds(from_user_id)
+    raise _overflow(to_user_id)
 
 
 async def _credit(user_id: int, amount: int) -> None:
-    given = await UserRow.filter(id=user_id, balance__lte=INT64_MAX - amount).update(
-        balance=F("balance") + amount
-    )
-    if not given:
-        if await UserRow.exists(id=user_id):
-            raise InvalidArgument(
-                [FieldViolation("amount", f"User {user_id}'s balance would overflow.")]
-            )
-        raise UserNotFound(user_id)
+    statement = Statement("UPDATE users SET balance = balance +")
+    statement.add(f"{statement.param(amount)} WHERE id = {statement.param(user_id)}")
+    statement.add(f"AND balance <= {statement.param(INT64_MAX - amount)}")
+    if await statement.execute():
+        return
+    if user_id in await _balances(user_id):
+        raise _overflow(user_id)
+    raise UserNotFound(user_id)
+
+
+async def _balances(*user_ids: int) -> dict[int, int]:
+    statement = Statement("SELECT id, balance FROM users WHERE id IN")
+    statement.add(f"({statement.params_of(user_ids)})")
+    return {row[0]: row[1] for row in await statement.rows()}
+
+
+def _overflow(user_id: int) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("amount", f"User {user_id}'s balance would overflow.")])
 
 
 def _is_conflict(error: BaseException) -> bool:

@@ -65,6 +65,16 @@ class Statement:
         _, rows = await self._db.execute_query(self.sql, self.params)
         return [tuple(row) for row in rows]
 
+    async def execute(self) -> int:
+        """Run an UPDATE or DELETE; the number of rows it changed."""
+        changed, _ = await self._db.execute_query(self.sql, self.params)
+        return int(changed)
+
+    async def returning(self) -> list[tuple[Any, ...]]:
+        """Rows of an ``INSERT ... RETURNING`` (fetched, which execute() would not do)."""
+        rows = await self._db.execute_query_dict(self.sql, self.params)
+        return [tuple(row.values()) for row in rows]
+
     async def scalar(self) -> Any:
         rows = await self.rows()
         return rows[0][0] if rows else None
