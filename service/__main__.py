@@ -25,6 +25,9 @@ log = logging.getLogger("service")
 
 
 async def serve(settings: Settings, *, worker: int = 0, migrate: bool | None = None) -> None:
+    if settings.access_log:
+        # Here, not before forking workers: the writer thread would not survive the fork.
+        configure_access_log()
     server = UsersServer(settings, worker=worker, reuse_port=settings.workers > 1)
     await server.start(migrate=migrate)
     stopping = asyncio.Event()
@@ -76,8 +79,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    if settings.access_log:
-        configure_access_log()
     if command == "migrate":
         _guarded(lambda: _run(migrate(settings)))
         log.info("database is up to date")

@@ -49,7 +49,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _USERNAME_PUNCTUATION = frozenset("._-")
 # Anything a terminal or a log line would interpret rather than show.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional overrides and isolates can make a name read as another one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def identity_key(text: str) -> str:
@@ -157,6 +158,8 @@ def check_title(raw: str, field: str = "title") -> str:
         raise InvalidArgument.field(field, f"Title must be 1-{TITLE_MAX} characters long.")
     if _CONTROL.search(title):
         raise InvalidArgument.field(field, "Title must not contain control characters.")
+    if all(unicodedata.category(c) in {"Cf", "Zs", "Zl", "Zp"} for c in title):
+        raise InvalidArgument.field(field, "Title must contain a visible character.")
     return title
 
 

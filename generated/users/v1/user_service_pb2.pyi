@@ -262,7 +262,9 @@ class UpdateUserRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required. The fields to change: username, email, display_name."""
+        """The fields to change: username, email, display_name, or "*". When
+        unset, the non-empty ones among them.
+        """
 
     def __init__(
         self,

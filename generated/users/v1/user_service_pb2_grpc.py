@@ -159,10 +159,12 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Updates the fields named by update_mask: username, email, display_name.
+        """Updates the fields named by update_mask: username, email, display_name
+        ("*" names all three). Without a mask, every non-empty one of them is
+        updated (aip.dev/134).
         Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (missing or empty mask,
-        unknown or immutable path, invalid value).
+        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
+        given, unknown or output-only path, invalid value).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -68,10 +68,12 @@ class UserServiceStub:
     page_size, page_token reused with different filters).
     """
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]
-    """Updates the fields named by update_mask: username, email, display_name.
+    """Updates the fields named by update_mask: username, email, display_name
+    ("*" names all three). Without a mask, every non-empty one of them is
+    updated (aip.dev/134).
     Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (missing or empty mask,
-    unknown or immutable path, invalid value).
+    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
+    given, unknown or output-only path, invalid value).
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]
     """Deletes a user and its posts. Its transfers stay in the ledger.
@@ -149,10 +151,12 @@ class UserServiceAsyncStub(UserServiceStub):
     page_size, page_token reused with different filters).
     """
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]  # type: ignore[assignment]
-    """Updates the fields named by update_mask: username, email, display_name.
+    """Updates the fields named by update_mask: username, email, display_name
+    ("*" names all three). Without a mask, every non-empty one of them is
+    updated (aip.dev/134).
     Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (missing or empty mask,
-    unknown or immutable path, invalid value).
+    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
+    given, unknown or output-only path, invalid value).
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a user and its posts. Its transfers stay in the ledger.
@@ -263,10 +267,12 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
-        """Updates the fields named by update_mask: username, email, display_name.
+        """Updates the fields named by update_mask: username, email, display_name
+        ("*" names all three). Without a mask, every non-empty one of them is
+        updated (aip.dev/134).
         Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (missing or empty mask,
-        unknown or immutable path, invalid value).
+        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
+        given, unknown or output-only path, invalid value).
         """
 
     @_abc_1.abstractmethod
