@@ -10,10 +10,8 @@ instead of piling work (and 19 MiB buffers) into the executor's queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -47,27 +45,13 @@ class Verification:
     new_hash: str | None = None
 
 
-# Niceness of the hashing threads: when CPU is short, the scheduler runs the
-# event loop (reads, transfers) before another argon2 pass, so a sign-up storm
-# slows sign-ups rather than every other call.
-HASHING_NICENESS = 10
-
-
-def _yield_to_serving() -> None:
-    """Lower the priority of the calling thread only (Linux nice is per thread)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
-
-
 class PasswordHasher:
     """Hashes and verifies passwords in at most ``threads`` threads at once."""
 
     def __init__(self, threads: int | None = None, context: CryptContext | None = None) -> None:
         self.threads = threads or os.cpu_count() or 1
         self._context = context or default_context()
-        self._executor = ThreadPoolExecutor(
-            self.threads, thread_name_prefix="password-hash", initializer=_yield_to_serving
-        )
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="password-hash")
         self._slots = asyncio.Semaphore(self.threads)
         self._dummy_hash: str | None = None
 
