@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.config import Settings
+
 __all__ = ["BenchConfig"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +79,6 @@ class BenchConfig:
     @classmethod
     def from_env(cls) -> BenchConfig:
         quick = _flag("BENCH_QUICK")
-        cpus = os.cpu_count() or 1
         return cls(
             quick=quick,
             duration=_float("BENCH_DURATION", 1.5 if quick else 10.0),
@@ -96,7 +97,8 @@ class BenchConfig:
             latency_clients=_int("BENCH_LATENCY_CLIENTS", 2),
             latency_streams=_int("BENCH_LATENCY_STREAMS", 8),
             latency_rps=_int("BENCH_LATENCY_RPS", 100),
-            hash_threads=_int("BENCH_HASH_THREADS", cpus),
+            # The server's own default, so that the bench measures what runs.
+            hash_threads=_int("BENCH_HASH_THREADS", Settings().hash_threads),
             workers=_int("BENCH_WORKERS", 2),
             backends=tuple(
                 b.strip() for b in _env("BENCH_BACKENDS", "sqlite,postgres").split(",") if b.strip()

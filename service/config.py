@@ -36,7 +36,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
-    hash_threads: int = max(os.cpu_count() or 1, 1)
+    # One core is left to the event loop, so that a storm of sign-ups cannot
+    # starve reads of CPU; on one core there is no choice.
+    hash_threads: int = max((os.cpu_count() or 1) - 1, 1)
     workers: int = 1
     grace_period: float = 10.0
     migrate_on_start: bool = True
@@ -127,7 +129,7 @@ _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
     "db_pool_size": "PostgreSQL connections per worker",
-    "hash_threads": "threads per worker that hash passwords (default: number of CPUs)",
+    "hash_threads": "threads per worker that hash passwords (default: CPUs - 1, at least 1)",
     "workers": "server processes sharing the port (SO_REUSEPORT)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
     "migrate_on_start": "apply pending schema migrations at start-up (false: refuse to start)",

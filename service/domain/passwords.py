@@ -49,7 +49,7 @@ class PasswordHasher:
     """Hashes and verifies passwords in at most ``threads`` threads at once."""
 
     def __init__(self, threads: int | None = None, context: CryptContext | None = None) -> None:
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or max((os.cpu_count() or 1) - 1, 1)
         self._context = context or default_context()
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="password-hash")
         self._slots = asyncio.Semaphore(self.threads)
