@@ -29,11 +29,22 @@ async def _ready_then_idle(address: str, options: list[tuple[str, int]], seconds
         return channel.get_state() == grpc.ChannelConnectivity.READY
 
 
-async def test_a_client_that_pings_too_often_is_disconnected(tmp_path):
+# A client keeping its idle connection alive at the rate the server allows
+# (every 10 s or less often).
+POLITE = [
+    ("grpc.keepalive_time_ms", 11_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+async def test_a_client_that_pings_too_often_is_disconnected_and_a_polite_one_is_not(tmp_path):
     async with running_service(f"sqlite://{tmp_path / 'users.sqlite3'}") as running:
         polite, abusive = await asyncio.gather(
-            _ready_then_idle(running.address, [], 8),
+            # Long enough for the polite client to ping twice (two strikes
+            # would be a GOAWAY if the server were as strict with it).
+            _ready_then_idle(running.address, POLITE, 24),
             _ready_then_idle(running.address, ABUSIVE, 8),
         )
-    assert polite, "a client that does not ping must stay connected"
+    assert polite, "a client pinging every 11 s while idle must stay connected"
     assert not abusive, "a client pinging every second must be sent a GOAWAY"
