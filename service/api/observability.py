@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import logging.handlers
-import queue
 import sys
-from typing import TYPE_CHECKING, Any
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 import grpc.aio
@@ -44,21 +44,51 @@ def silence_query_logs() -> None:
 
 
 def configure_access_log() -> None:
-    """Send access-log lines, already JSON, to stderr as they are.
-
-    A call only enqueues its line; a thread writes it. Writing (a syscall per
-    line) on the event loop cost about as much CPU as a whole database read.
-    """
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(logging.Formatter("%(message)s"))
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(lines, writer)
-    listener.start()
-    # Flush what is queued when the process exits.
-    atexit.register(listener.stop)
-    access_log.handlers[:] = [logging.handlers.QueueHandler(lines)]
+    """Send access-log lines, already JSON, to stderr as they are, in batches."""
+    writer = _BatchWriter(sys.stderr)
+    atexit.register(writer.flush)
+    access_log.handlers[:] = [writer]
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
+
+
+class _BatchWriter(logging.Handler):
+    """Collects lines and writes them together, at least every ``interval`` seconds.
+
+    A write (and flush) per call, or a hand-over to a writer thread per call,
+    cost about 0.3 ms of CPU per call here, as much as the rest of a GetUser.
+    Batching makes it one write per batch; a crash loses at most the last
+    ``interval`` of lines.
+    """
+
+    def __init__(self, stream: TextIO, interval: float = 0.2, max_lines: int = 512) -> None:
+        super().__init__()
+        self._stream = stream
+        self._lines: list[str] = []
+        self._max_lines = max_lines
+        self._interval = interval
+        threading.Thread(target=self._flush_often, name="access-log", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # handle() holds self.lock around emit().
+        self._lines.append(record.getMessage())
+        if len(self._lines) >= self._max_lines:
+            self._write()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if self._lines:
+            self._stream.write("\n".join(self._lines) + "\n")
+            self._stream.flush()
+            self._lines.clear()
+
+    def _flush_often(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            self.flush()
 
 
 class Metrics:
