@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from service.db import money as money_db
 from service.domain import rules
 from service.domain.errors import InvalidArgument
-from service.domain.pagination import check_page_size
+from service.domain.pagination import newest_first_page
 
 if TYPE_CHECKING:
     from service.domain.entities import Transfer, User
@@ -70,13 +70,7 @@ class Money:
         return await money_db.transfer(from_user_id, to_user_id, amount, key)
 
     async def list_transfers(self, user_id: int, page_size: int, page_token: str) -> TransferPage:
-        found = rules.Violations()
-        found.check(rules.check_id, user_id, "user_id")
-        size = found.check(check_page_size, page_size)
-        found.raise_if_any()
-        scope = {"transfers_of": user_id}
-        position = self._tokens.decode(page_token, scope)
-        before = None if position is None else int(position[0])
-        transfers, more = await money_db.list_transfers(user_id, before, size)
-        token = self._tokens.encode(scope, [transfers[-1].id]) if more else ""
+        transfers, token = await newest_first_page(
+            self._tokens, "transfers_of", user_id, page_size, page_token, money_db.list_transfers
+        )
         return TransferPage(transfers, token)

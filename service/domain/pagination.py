@@ -13,14 +13,22 @@ import binascii
 import hashlib
 import hmac
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from service.domain import rules
 from service.domain.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageTokens", "Position", "check_page_size"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "PageTokens",
+    "Position",
+    "check_page_size",
+    "newest_first_page",
+]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -83,3 +91,34 @@ class PageTokens:
 def _query_digest(query: Mapping[str, object]) -> str:
     canonical = json.dumps(query, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=_Identified)
+
+
+async def newest_first_page(
+    tokens: PageTokens,
+    scope: str,
+    user_id: int,
+    page_size: int,
+    page_token: str,
+    fetch: Callable[[int, int | None, int], Awaitable[tuple[list[Row], bool]]],
+) -> tuple[list[Row], str]:
+    """One page of a user's rows (posts, transfers), newest first, keyed by id.
+
+    ``fetch(user_id, before_id, limit)`` returns the rows and whether more follow.
+    """
+    found = rules.Violations()
+    found.check(rules.check_id, user_id, "user_id")
+    size = found.check(check_page_size, page_size)
+    found.raise_if_any()
+    query = {scope: user_id}
+    position = tokens.decode(page_token, query)
+    before = None if position is None else int(position[0])
+    rows, more = await fetch(user_id, before, size)
+    return rows, tokens.encode(query, [rows[-1].id]) if more else ""

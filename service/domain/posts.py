@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from service.db import posts as posts_db
 from service.domain import rules
-from service.domain.pagination import check_page_size
+from service.domain.pagination import newest_first_page
 
 if TYPE_CHECKING:
     from service.domain.entities import Post
@@ -35,13 +35,7 @@ class Posts:
         return await posts_db.insert_post(user_id, checked_title, checked_body)
 
     async def list(self, user_id: int, page_size: int, page_token: str) -> PostPage:
-        found = rules.Violations()
-        found.check(rules.check_id, user_id, "user_id")
-        size = found.check(check_page_size, page_size)
-        found.raise_if_any()
-        scope = {"posts_of": user_id}
-        position = self._tokens.decode(page_token, scope)
-        before = None if position is None else int(position[0])
-        posts, more = await posts_db.list_posts(user_id, before, size)
-        token = self._tokens.encode(scope, [posts[-1].id]) if more else ""
+        posts, token = await newest_first_page(
+            self._tokens, "posts_of", user_id, page_size, page_token, posts_db.list_posts
+        )
         return PostPage(posts, token)
