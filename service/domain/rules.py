@@ -34,6 +34,7 @@ __all__ = [
     "check_password",
     "check_title",
     "check_username",
+    "check_username_prefix",
     "email_key",
     "identity_key",
     "normalise_password",
@@ -91,6 +92,20 @@ def check_username(raw: str, field: str = "username") -> CheckedUsername:
     if problem:
         raise InvalidArgument.field(field, problem)
     return CheckedUsername(name)
+
+
+def check_username_prefix(raw: str, field: str = "username_prefix") -> str:
+    """A ListUsers filter: free text, but bounded like a username's key and without controls.
+
+    PostgreSQL text cannot hold NUL, and SQLite refuses LIKE patterns over 50,000 bytes.
+    """
+    if len(identity_key(raw)) > USERNAME_MAX * 3:
+        raise InvalidArgument.field(
+            field, f"Username prefix must be at most {USERNAME_MAX * 3} characters."
+        )
+    if _CONTROL.search(raw):
+        raise InvalidArgument.field(field, "Username prefix must not contain control characters.")
+    return raw
 
 
 def _username_problem(name: str) -> str | None:

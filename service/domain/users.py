@@ -107,10 +107,11 @@ class Accounts:
         found = rules.Violations()
         size = found.check(check_page_size, page_size)
         order = found.check(_parse_order_by, order_by)
+        prefix = found.check(rules.check_username_prefix, username_prefix)
         found.raise_if_any()
         sort_field, descending = order
         query = UserQuery(
-            username_prefix_key=rules.identity_key(username_prefix),
+            username_prefix_key=rules.identity_key(prefix),
             created_after=created_after,
             created_before=created_before,
             sort_field=sort_field,
