@@ -152,7 +152,8 @@ class UserServiceServicer:
     def ListUsers(self, request, context):
         """Lists users page by page with keyset pagination.
         Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
-        page_size, page_token reused with different filters).
+        page_size, page_token reused with different filters, a username_prefix
+        with control characters or longer than any username).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,7 +174,7 @@ class UserServiceServicer:
     def DeleteUser(self, request, context):
         """Deletes a user and its posts. Its transfers stay in the ledger.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-        BALANCE_NOT_ZERO).
+        BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,7 +65,8 @@ class UserServiceStub:
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]
     """Lists users page by page with keyset pagination.
     Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
-    page_size, page_token reused with different filters).
+    page_size, page_token reused with different filters, a username_prefix
+    with control characters or longer than any username).
     """
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]
     """Updates the fields named by update_mask: username, email, display_name
@@ -78,7 +79,7 @@ class UserServiceStub:
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]
     """Deletes a user and its posts. Its transfers stay in the ledger.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-    BALANCE_NOT_ZERO).
+    BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
     """
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]
     """Checks a username (or e-mail address) and password and returns the user.
@@ -148,7 +149,8 @@ class UserServiceAsyncStub(UserServiceStub):
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users page by page with keyset pagination.
     Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
-    page_size, page_token reused with different filters).
+    page_size, page_token reused with different filters, a username_prefix
+    with control characters or longer than any username).
     """
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Updates the fields named by update_mask: username, email, display_name
@@ -161,7 +163,7 @@ class UserServiceAsyncStub(UserServiceStub):
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a user and its posts. Its transfers stay in the ledger.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-    BALANCE_NOT_ZERO).
+    BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
     """
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
     """Checks a username (or e-mail address) and password and returns the user.
@@ -258,7 +260,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_service_pb2.ListUsersResponse, _abc.Awaitable[_user_service_pb2.ListUsersResponse]]:
         """Lists users page by page with keyset pagination.
         Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
-        page_size, page_token reused with different filters).
+        page_size, page_token reused with different filters, a username_prefix
+        with control characters or longer than any username).
         """
 
     @_abc_1.abstractmethod
@@ -283,7 +286,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a user and its posts. Its transfers stay in the ledger.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-        BALANCE_NOT_ZERO).
+        BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
         """
 
     @_abc_1.abstractmethod
