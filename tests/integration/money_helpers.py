@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
 from tests.helpers import create_user
 
+Item = TypeVar("Item")
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
 
@@ -81,16 +83,30 @@ async def all_transfers(
     stub: UserServiceAsyncStub, user_id: int, *, page_size: int, max_pages: int = 100
 ) -> tuple[list[resources_pb2.Transfer], int]:
     """Every transfer of a user, following next_page_token; and the number of pages."""
-    found: list[resources_pb2.Transfer] = []
+
+    async def page(token: str) -> tuple[list[resources_pb2.Transfer], str]:
+        reply = await list_transfers(stub, user_id, page_size, token)
+        return list(reply.transfers), reply.next_page_token
+
+    return await _every_page(page, page_size, max_pages, "ListTransfers")
+
+
+async def _every_page(
+    fetch: Callable[[str], Awaitable[tuple[list[Item], str]]],
+    page_size: int,
+    max_pages: int,
+    method: str,
+) -> tuple[list[Item], int]:
+    """Follow next_page_token to the end; the items and the number of pages."""
+    found: list[Item] = []
     token = ""
     for pages in range(1, max_pages + 1):
-        page = await list_transfers(stub, user_id, page_size, token)
-        assert len(page.transfers) <= page_size
-        found.extend(page.transfers)
-        token = page.next_page_token
+        items, token = await fetch(token)
+        assert len(items) <= page_size
+        found.extend(items)
         if not token:
             return found, pages
-    raise AssertionError(f"ListTransfers did not end within {max_pages} pages")
+    raise AssertionError(f"{method} did not end within {max_pages} pages")
 
 
 async def create_post(
@@ -115,16 +131,12 @@ async def all_posts(
     stub: UserServiceAsyncStub, user_id: int, *, page_size: int, max_pages: int = 100
 ) -> tuple[list[resources_pb2.Post], int]:
     """Every post of a user, following next_page_token; and the number of pages."""
-    found: list[resources_pb2.Post] = []
-    token = ""
-    for pages in range(1, max_pages + 1):
-        page = await list_posts(stub, user_id, page_size, token)
-        assert len(page.posts) <= page_size
-        found.extend(page.posts)
-        token = page.next_page_token
-        if not token:
-            return found, pages
-    raise AssertionError(f"ListPosts did not end within {max_pages} pages")
+
+    async def page(token: str) -> tuple[list[resources_pb2.Post], str]:
+        reply = await list_posts(stub, user_id, page_size, token)
+        return list(reply.posts), reply.next_page_token
+
+    return await _every_page(page, page_size, max_pages, "ListPosts")
 
 
 @contextlib.contextmanager
