@@ -212,7 +212,3 @@ class UsersServer:
             self._metrics_http = None
         self.hasher.close()
         await self.database.close()
-
-    async def wait_for_termination(self) -> None:
-        if self._server is not None:
-            await self._server.wait_for_termination()
