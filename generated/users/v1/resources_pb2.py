@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18users/v1/resources.proto\x12\x08users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x05posts\x18\x08 \x03(\x0b\x32\x0e.users.v1.Post\"q\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x08Transfer\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\x03\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*N\n\x08UserView\x12\x19\n\x15USER_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSER_VIEW_BASIC\x10\x01\x12\x12\n\x0eUSER_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18users/v1/resources.proto\x12\x08users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x05posts\x18\x08 \x03(\x0b\x32\x0e.users.v1.Post\x12\x1e\n\x05state\x18\t \x01(\x0e\x32\x0f.users.v1.State\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12/\n\x0b\x64\x65lete_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x08Transfer\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\x03\x12\x12\n\nto_user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\x0c\n\x08\x44ISABLED\x10\x02\x12\n\n\x06LOCKED\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04*N\n\x08UserView\x12\x19\n\x15USER_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSER_VIEW_BASIC\x10\x01\x12\x12\n\x0eUSER_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'users.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERVIEW']._serialized_start=560
-  _globals['_USERVIEW']._serialized_end=638
+  _globals['_STATE']._serialized_start=703
+  _globals['_STATE']._serialized_end=784
+  _globals['_USERVIEW']._serialized_start=786
+  _globals['_USERVIEW']._serialized_end=864
   _globals['_USER']._serialized_start=72
-  _globals['_USER']._serialized_end=291
-  _globals['_POST']._serialized_start=293
-  _globals['_POST']._serialized_end=406
-  _globals['_TRANSFER']._serialized_start=409
-  _globals['_TRANSFER']._serialized_end=558
+  _globals['_USER']._serialized_end=434
+  _globals['_POST']._serialized_start=436
+  _globals['_POST']._serialized_end=549
+  _globals['_TRANSFER']._serialized_start=552
+  _globals['_TRANSFER']._serialized_end=701
 # @@protoc_insertion_point(module_scope)

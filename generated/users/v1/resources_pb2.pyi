@@ -22,6 +22,50 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _State:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_State.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATE_UNSPECIFIED: _State.ValueType  # 0
+    """Never returned."""
+    ACTIVE: _State.ValueType  # 1
+    """The user can authenticate, write posts and send money."""
+    DISABLED: _State.ValueType  # 2
+    """Switched off by an operator (DisableUser): cannot authenticate, write
+    posts or send money; can still receive money.
+    """
+    LOCKED: _State.ValueType  # 3
+    """Locked, for example after suspicious activity (LockUser): same effect
+    as DISABLED, lifted by UnlockUser.
+    """
+    DELETED: _State.ValueType  # 4
+    """Soft-deleted (DeleteUser): hidden from reads unless show_deleted is set,
+    restorable by UndeleteUser until purge_time.
+    """
+
+class State(_State, metaclass=_StateEnumTypeWrapper):
+    """The lifecycle state of a user account."""
+
+STATE_UNSPECIFIED: State.ValueType  # 0
+"""Never returned."""
+ACTIVE: State.ValueType  # 1
+"""The user can authenticate, write posts and send money."""
+DISABLED: State.ValueType  # 2
+"""Switched off by an operator (DisableUser): cannot authenticate, write
+posts or send money; can still receive money.
+"""
+LOCKED: State.ValueType  # 3
+"""Locked, for example after suspicious activity (LockUser): same effect
+as DISABLED, lifted by UnlockUser.
+"""
+DELETED: State.ValueType  # 4
+"""Soft-deleted (DeleteUser): hidden from reads unless show_deleted is set,
+restorable by UndeleteUser until purge_time.
+"""
+Global___State: _TypeAlias = State  # noqa: Y015
+
 class _UserView:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -60,6 +104,10 @@ class User(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     POSTS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned, immutable identifier."""
     username: _builtins.str
@@ -77,6 +125,18 @@ class User(_message.Message):
     """Balance in minor units of the currency (for example cents). Never
     negative. Changed only by Deposit and TransferFunds.
     """
+    state: Global___State.ValueType
+    """Output only. The account's lifecycle state (aip.dev/216), changed only
+    by DisableUser, EnableUser, LockUser, UnlockUser, DeleteUser and
+    UndeleteUser. Only an ACTIVE user can authenticate.
+    """
+    etag: _builtins.str
+    """Checksum of the user's current version (aip.dev/154); it changes on
+    every write of the user, including balance and password changes. Send it
+    back in UpdateUser, DeleteUser, UndeleteUser and the state methods to
+    make the write conditional: a stale etag is ABORTED (reason
+    ETAG_MISMATCH). Opaque: compare and echo it, never parse it.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the user was created."""
@@ -91,6 +151,18 @@ class User(_message.Message):
         USER_VIEW_FULL.
         """
 
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the user was soft-deleted; unset unless state is
+        DELETED.
+        """
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When a soft-deleted user will be removed for good (and its
+        username and e-mail address freed); unset unless state is DELETED.
+        """
+
     def __init__(
         self,
         *,
@@ -102,10 +174,14 @@ class User(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         posts: _abc.Iterable[Global___Post] | None = ...,
+        state: Global___State.ValueType = ...,
+        etag: _builtins.str = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "purge_time", b"purge_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "display_name", b"display_name", "email", b"email", "id", b"id", "posts", b"posts", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "email", b"email", "etag", b"etag", "id", b"id", "posts", b"posts", "purge_time", b"purge_time", "state", b"state", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

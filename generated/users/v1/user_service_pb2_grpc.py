@@ -72,6 +72,31 @@ class UserServiceStub:
                 request_serializer=users_dot_v1_dot_user__service__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.UndeleteUser = channel.unary_unary(
+                '/users.v1.UserService/UndeleteUser',
+                request_serializer=users_dot_v1_dot_user__service__pb2.UndeleteUserRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
+        self.DisableUser = channel.unary_unary(
+                '/users.v1.UserService/DisableUser',
+                request_serializer=users_dot_v1_dot_user__service__pb2.DisableUserRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
+        self.EnableUser = channel.unary_unary(
+                '/users.v1.UserService/EnableUser',
+                request_serializer=users_dot_v1_dot_user__service__pb2.EnableUserRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
+        self.LockUser = channel.unary_unary(
+                '/users.v1.UserService/LockUser',
+                request_serializer=users_dot_v1_dot_user__service__pb2.LockUserRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
+        self.UnlockUser = channel.unary_unary(
+                '/users.v1.UserService/UnlockUser',
+                request_serializer=users_dot_v1_dot_user__service__pb2.UnlockUserRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
         self.AuthenticateUser = channel.unary_unary(
                 '/users.v1.UserService/AuthenticateUser',
                 request_serializer=users_dot_v1_dot_user__service__pb2.AuthenticateUserRequest.SerializeToString,
@@ -123,7 +148,8 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUser(self, request, context):
-        """Returns a user by id.
+        """Returns a user by id. A soft-deleted user is returned only with
+        show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -132,6 +158,7 @@ class UserServiceServicer:
 
     def LookupUser(self, request, context):
         """Returns the user with a username or an e-mail address, ignoring case.
+        A soft-deleted user is returned only with show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
         field set).
         """
@@ -141,7 +168,7 @@ class UserServiceServicer:
 
     def BatchGetUsers(self, request, context):
         """Returns up to 1000 users by id, in request order. Atomic: if any id is
-        missing nothing is returned.
+        missing (or soft-deleted) nothing is returned.
         Errors: NOT_FOUND (reason USER_NOT_FOUND, metadata lists the missing
         ids), INVALID_ARGUMENT (no ids, too many ids, id <= 0).
         """
@@ -150,7 +177,8 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Lists users page by page with keyset pagination.
+        """Lists users page by page with keyset pagination. Soft-deleted users are
+        left out unless show_deleted is set.
         Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
         page_size, page_token reused with different filters, a username_prefix
         with control characters or longer than any username).
@@ -162,19 +190,77 @@ class UserServiceServicer:
     def UpdateUser(self, request, context):
         """Updates the fields named by update_mask: username, email, display_name
         ("*" names all three). Without a mask, every non-empty one of them is
-        updated (aip.dev/134).
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
-        given, unknown or output-only path, invalid value).
+        updated (aip.dev/134). With user.etag set, the update happens only if
+        the user has not changed since that etag was read.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
+        ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
+        ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
+        output-only path, invalid value, reason INVALID_ETAG for an etag this
+        service did not issue for this user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """Deletes a user and its posts. Its transfers stay in the ledger.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-        BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
+        """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
+        hidden from reads, its username and e-mail address stay reserved, and
+        UndeleteUser can restore it until purge_time (delete_time plus the
+        retention period, 30 days by default). `python -m service purge` then
+        removes it and its posts for good; its transfers stay in the ledger.
+        Works from ACTIVE, DISABLED and LOCKED.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
+        FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
+        ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteUser(self, request, context):
+        """Restores a soft-deleted user to the state it had before DeleteUser.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
+        purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
+        user is not deleted, reason RETENTION_EXPIRED once purge_time has
+        passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
+        reason INVALID_ETAG).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableUser(self, request, context):
+        """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
+        authenticate, write posts or send money.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
+        names the current state), ABORTED (reason ETAG_MISMATCH),
+        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableUser(self, request, context):
+        """Enables a disabled user (DISABLED -> ACTIVE).
+        Errors: as DisableUser.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LockUser(self, request, context):
+        """Locks a user (ACTIVE -> LOCKED): same effect as DisableUser, lifted only
+        by UnlockUser.
+        Errors: as DisableUser.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockUser(self, request, context):
+        """Unlocks a locked user (LOCKED -> ACTIVE).
+        Errors: as DisableUser.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,26 +268,32 @@ class UserServiceServicer:
 
     def AuthenticateUser(self, request, context):
         """Checks a username (or e-mail address) and password and returns the user.
+        Only an ACTIVE user can authenticate.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-        about the same time whether the user is unknown or the password wrong.
+        about the same time whether the user is unknown, not ACTIVE, or the
+        password wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ChangePassword(self, request, context):
-        """Replaces a user's password after checking the current one.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+        """Replaces a user's password after checking the current one (a write: the
+        etag changes). Like AuthenticateUser, only an ACTIVE user passes the
+        check.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
+        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreatePost(self, request, context):
-        """Creates a post for a user.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (empty or
-        oversized title, oversized body).
+        """Creates a post for an ACTIVE user.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        FAILED_PRECONDITION (reason USER_NOT_ACTIVE for a DISABLED or LOCKED
+        user), INVALID_ARGUMENT (empty or oversized title, oversized body).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,7 +301,8 @@ class UserServiceServicer:
 
     def ListPosts(self, request, context):
         """Lists a user's posts, newest first.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (bad
         page_token, negative page_size).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -218,8 +311,9 @@ class UserServiceServicer:
 
     def Deposit(self, request, context):
         """Adds money to a user's balance and returns the user. Idempotent on
-        request_id.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
+        request_id. DISABLED and LOCKED users can still receive money.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (amount <= 0,
         balance would overflow, reason REQUEST_ID_REUSED for a request_id seen
         with other fields).
         """
@@ -229,9 +323,11 @@ class UserServiceServicer:
 
     def TransferFunds(self, request, context):
         """Moves money between two users atomically. Idempotent on request_id.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
-        same user, balance would overflow, reason REQUEST_ID_REUSED),
-        FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS), ABORTED (reason
+        The sender must be ACTIVE; a DISABLED or LOCKED user can still receive.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user on
+        either side), INVALID_ARGUMENT (amount <= 0, same user, balance would
+        overflow, reason REQUEST_ID_REUSED), FAILED_PRECONDITION (reason
+        INSUFFICIENT_FUNDS, or USER_NOT_ACTIVE when the sender is not ACTIVE), ABORTED (reason
         CONCURRENCY_CONFLICT, after bounded retries; safe to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -240,7 +336,8 @@ class UserServiceServicer:
 
     def ListTransfers(self, request, context):
         """Lists the transfers a user sent or received, newest first.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (bad
         page_token, negative page_size).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -284,6 +381,31 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=users_dot_v1_dot_user__service__pb2.DeleteUserRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UndeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteUser,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.UndeleteUserRequest.FromString,
+                    response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
+            ),
+            'DisableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableUser,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.DisableUserRequest.FromString,
+                    response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
+            ),
+            'EnableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableUser,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.EnableUserRequest.FromString,
+                    response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
+            ),
+            'LockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.LockUser,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.LockUserRequest.FromString,
+                    response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
+            ),
+            'UnlockUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockUser,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.UnlockUserRequest.FromString,
+                    response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
             ),
             'AuthenticateUser': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthenticateUser,
@@ -511,6 +633,141 @@ class UserService:
             '/users.v1.UserService/DeleteUser',
             users_dot_v1_dot_user__service__pb2.DeleteUserRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/UndeleteUser',
+            users_dot_v1_dot_user__service__pb2.UndeleteUserRequest.SerializeToString,
+            users_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/DisableUser',
+            users_dot_v1_dot_user__service__pb2.DisableUserRequest.SerializeToString,
+            users_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/EnableUser',
+            users_dot_v1_dot_user__service__pb2.EnableUserRequest.SerializeToString,
+            users_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/LockUser',
+            users_dot_v1_dot_user__service__pb2.LockUserRequest.SerializeToString,
+            users_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/UnlockUser',
+            users_dot_v1_dot_user__service__pb2.UnlockUserRequest.SerializeToString,
+            users_dot_v1_dot_resources__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

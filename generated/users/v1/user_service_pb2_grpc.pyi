@@ -48,22 +48,25 @@ class UserServiceStub:
     (reason USERNAME_TAKEN or EMAIL_TAKEN).
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]
-    """Returns a user by id.
+    """Returns a user by id. A soft-deleted user is returned only with
+    show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
     """
     LookupUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _resources_pb2.User]
     """Returns the user with a username or an e-mail address, ignoring case.
+    A soft-deleted user is returned only with show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
     field set).
     """
     BatchGetUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.BatchGetUsersRequest, _user_service_pb2.BatchGetUsersResponse]
     """Returns up to 1000 users by id, in request order. Atomic: if any id is
-    missing nothing is returned.
+    missing (or soft-deleted) nothing is returned.
     Errors: NOT_FOUND (reason USER_NOT_FOUND, metadata lists the missing
     ids), INVALID_ARGUMENT (no ids, too many ids, id <= 0).
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]
-    """Lists users page by page with keyset pagination.
+    """Lists users page by page with keyset pagination. Soft-deleted users are
+    left out unless show_deleted is set.
     Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
     page_size, page_token reused with different filters, a username_prefix
     with control characters or longer than any username).
@@ -71,53 +74,102 @@ class UserServiceStub:
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]
     """Updates the fields named by update_mask: username, email, display_name
     ("*" names all three). Without a mask, every non-empty one of them is
-    updated (aip.dev/134).
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
-    given, unknown or output-only path, invalid value).
+    updated (aip.dev/134). With user.etag set, the update happens only if
+    the user has not changed since that etag was read.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
+    ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
+    ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
+    output-only path, invalid value, reason INVALID_ETAG for an etag this
+    service did not issue for this user).
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]
-    """Deletes a user and its posts. Its transfers stay in the ledger.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-    BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
+    """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
+    hidden from reads, its username and e-mail address stay reserved, and
+    UndeleteUser can restore it until purge_time (delete_time plus the
+    retention period, 30 days by default). `python -m service purge` then
+    removes it and its posts for good; its transfers stay in the ledger.
+    Works from ACTIVE, DISABLED and LOCKED.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
+    FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
+    ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    """
+    UndeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UndeleteUserRequest, _resources_pb2.User]
+    """Restores a soft-deleted user to the state it had before DeleteUser.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
+    purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
+    user is not deleted, reason RETENTION_EXPIRED once purge_time has
+    passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
+    reason INVALID_ETAG).
+    """
+    DisableUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DisableUserRequest, _resources_pb2.User]
+    """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
+    authenticate, write posts or send money.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
+    names the current state), ABORTED (reason ETAG_MISMATCH),
+    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    """
+    EnableUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.EnableUserRequest, _resources_pb2.User]
+    """Enables a disabled user (DISABLED -> ACTIVE).
+    Errors: as DisableUser.
+    """
+    LockUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LockUserRequest, _resources_pb2.User]
+    """Locks a user (ACTIVE -> LOCKED): same effect as DisableUser, lifted only
+    by UnlockUser.
+    Errors: as DisableUser.
+    """
+    UnlockUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UnlockUserRequest, _resources_pb2.User]
+    """Unlocks a locked user (LOCKED -> ACTIVE).
+    Errors: as DisableUser.
     """
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]
     """Checks a username (or e-mail address) and password and returns the user.
+    Only an ACTIVE user can authenticate.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-    about the same time whether the user is unknown or the password wrong.
+    about the same time whether the user is unknown, not ACTIVE, or the
+    password wrong.
     """
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]
-    """Replaces a user's password after checking the current one.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+    """Replaces a user's password after checking the current one (a write: the
+    etag changes). Like AuthenticateUser, only an ACTIVE user passes the
+    check.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
+    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
     """
     CreatePost: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]
-    """Creates a post for a user.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (empty or
-    oversized title, oversized body).
+    """Creates a post for an ACTIVE user.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    FAILED_PRECONDITION (reason USER_NOT_ACTIVE for a DISABLED or LOCKED
+    user), INVALID_ARGUMENT (empty or oversized title, oversized body).
     """
     ListPosts: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListPostsRequest, _user_service_pb2.ListPostsResponse]
     """Lists a user's posts, newest first.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (bad
     page_token, negative page_size).
     """
     Deposit: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DepositRequest, _resources_pb2.User]
     """Adds money to a user's balance and returns the user. Idempotent on
-    request_id.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
+    request_id. DISABLED and LOCKED users can still receive money.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (amount <= 0,
     balance would overflow, reason REQUEST_ID_REUSED for a request_id seen
     with other fields).
     """
     TransferFunds: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.TransferFundsRequest, _resources_pb2.Transfer]
     """Moves money between two users atomically. Idempotent on request_id.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
-    same user, balance would overflow, reason REQUEST_ID_REUSED),
-    FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS), ABORTED (reason
+    The sender must be ACTIVE; a DISABLED or LOCKED user can still receive.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user on
+    either side), INVALID_ARGUMENT (amount <= 0, same user, balance would
+    overflow, reason REQUEST_ID_REUSED), FAILED_PRECONDITION (reason
+    INSUFFICIENT_FUNDS, or USER_NOT_ACTIVE when the sender is not ACTIVE), ABORTED (reason
     CONCURRENCY_CONFLICT, after bounded retries; safe to retry).
     """
     ListTransfers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListTransfersRequest, _user_service_pb2.ListTransfersResponse]
     """Lists the transfers a user sent or received, newest first.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (bad
     page_token, negative page_size).
     """
 
@@ -132,22 +184,25 @@ class UserServiceAsyncStub(UserServiceStub):
     (reason USERNAME_TAKEN or EMAIL_TAKEN).
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]  # type: ignore[assignment]
-    """Returns a user by id.
+    """Returns a user by id. A soft-deleted user is returned only with
+    show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
     """
     LookupUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Returns the user with a username or an e-mail address, ignoring case.
+    A soft-deleted user is returned only with show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
     field set).
     """
     BatchGetUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.BatchGetUsersRequest, _user_service_pb2.BatchGetUsersResponse]  # type: ignore[assignment]
     """Returns up to 1000 users by id, in request order. Atomic: if any id is
-    missing nothing is returned.
+    missing (or soft-deleted) nothing is returned.
     Errors: NOT_FOUND (reason USER_NOT_FOUND, metadata lists the missing
     ids), INVALID_ARGUMENT (no ids, too many ids, id <= 0).
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]  # type: ignore[assignment]
-    """Lists users page by page with keyset pagination.
+    """Lists users page by page with keyset pagination. Soft-deleted users are
+    left out unless show_deleted is set.
     Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
     page_size, page_token reused with different filters, a username_prefix
     with control characters or longer than any username).
@@ -155,53 +210,102 @@ class UserServiceAsyncStub(UserServiceStub):
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Updates the fields named by update_mask: username, email, display_name
     ("*" names all three). Without a mask, every non-empty one of them is
-    updated (aip.dev/134).
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
-    given, unknown or output-only path, invalid value).
+    updated (aip.dev/134). With user.etag set, the update happens only if
+    the user has not changed since that etag was read.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
+    ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
+    ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
+    output-only path, invalid value, reason INVALID_ETAG for an etag this
+    service did not issue for this user).
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes a user and its posts. Its transfers stay in the ledger.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-    BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
+    """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
+    hidden from reads, its username and e-mail address stay reserved, and
+    UndeleteUser can restore it until purge_time (delete_time plus the
+    retention period, 30 days by default). `python -m service purge` then
+    removes it and its posts for good; its transfers stay in the ledger.
+    Works from ACTIVE, DISABLED and LOCKED.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
+    FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
+    ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    """
+    UndeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UndeleteUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    """Restores a soft-deleted user to the state it had before DeleteUser.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
+    purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
+    user is not deleted, reason RETENTION_EXPIRED once purge_time has
+    passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
+    reason INVALID_ETAG).
+    """
+    DisableUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DisableUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
+    authenticate, write posts or send money.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
+    names the current state), ABORTED (reason ETAG_MISMATCH),
+    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    """
+    EnableUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.EnableUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    """Enables a disabled user (DISABLED -> ACTIVE).
+    Errors: as DisableUser.
+    """
+    LockUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LockUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    """Locks a user (ACTIVE -> LOCKED): same effect as DisableUser, lifted only
+    by UnlockUser.
+    Errors: as DisableUser.
+    """
+    UnlockUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UnlockUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    """Unlocks a locked user (LOCKED -> ACTIVE).
+    Errors: as DisableUser.
     """
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
     """Checks a username (or e-mail address) and password and returns the user.
+    Only an ACTIVE user can authenticate.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-    about the same time whether the user is unknown or the password wrong.
+    about the same time whether the user is unknown, not ACTIVE, or the
+    password wrong.
     """
     ChangePassword: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Replaces a user's password after checking the current one.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+    """Replaces a user's password after checking the current one (a write: the
+    etag changes). Like AuthenticateUser, only an ACTIVE user passes the
+    check.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
+    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
     """
     CreatePost: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
-    """Creates a post for a user.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (empty or
-    oversized title, oversized body).
+    """Creates a post for an ACTIVE user.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    FAILED_PRECONDITION (reason USER_NOT_ACTIVE for a DISABLED or LOCKED
+    user), INVALID_ARGUMENT (empty or oversized title, oversized body).
     """
     ListPosts: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListPostsRequest, _user_service_pb2.ListPostsResponse]  # type: ignore[assignment]
     """Lists a user's posts, newest first.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (bad
     page_token, negative page_size).
     """
     Deposit: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DepositRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Adds money to a user's balance and returns the user. Idempotent on
-    request_id.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
+    request_id. DISABLED and LOCKED users can still receive money.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (amount <= 0,
     balance would overflow, reason REQUEST_ID_REUSED for a request_id seen
     with other fields).
     """
     TransferFunds: _aio.UnaryUnaryMultiCallable[_user_service_pb2.TransferFundsRequest, _resources_pb2.Transfer]  # type: ignore[assignment]
     """Moves money between two users atomically. Idempotent on request_id.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
-    same user, balance would overflow, reason REQUEST_ID_REUSED),
-    FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS), ABORTED (reason
+    The sender must be ACTIVE; a DISABLED or LOCKED user can still receive.
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user on
+    either side), INVALID_ARGUMENT (amount <= 0, same user, balance would
+    overflow, reason REQUEST_ID_REUSED), FAILED_PRECONDITION (reason
+    INSUFFICIENT_FUNDS, or USER_NOT_ACTIVE when the sender is not ACTIVE), ABORTED (reason
     CONCURRENCY_CONFLICT, after bounded retries; safe to retry).
     """
     ListTransfers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListTransfersRequest, _user_service_pb2.ListTransfersResponse]  # type: ignore[assignment]
     """Lists the transfers a user sent or received, newest first.
-    Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+    Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+    INVALID_ARGUMENT (bad
     page_token, negative page_size).
     """
 
@@ -225,7 +329,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.GetUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
-        """Returns a user by id.
+        """Returns a user by id. A soft-deleted user is returned only with
+        show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
         """
 
@@ -236,6 +341,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
         """Returns the user with a username or an e-mail address, ignoring case.
+        A soft-deleted user is returned only with show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
         field set).
         """
@@ -247,7 +353,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.BatchGetUsersResponse, _abc.Awaitable[_user_service_pb2.BatchGetUsersResponse]]:
         """Returns up to 1000 users by id, in request order. Atomic: if any id is
-        missing nothing is returned.
+        missing (or soft-deleted) nothing is returned.
         Errors: NOT_FOUND (reason USER_NOT_FOUND, metadata lists the missing
         ids), INVALID_ARGUMENT (no ids, too many ids, id <= 0).
         """
@@ -258,7 +364,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListUsersResponse, _abc.Awaitable[_user_service_pb2.ListUsersResponse]]:
-        """Lists users page by page with keyset pagination.
+        """Lists users page by page with keyset pagination. Soft-deleted users are
+        left out unless show_deleted is set.
         Errors: INVALID_ARGUMENT (bad page_token, bad order_by, negative
         page_size, page_token reused with different filters, a username_prefix
         with control characters or longer than any username).
@@ -272,10 +379,13 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
         """Updates the fields named by update_mask: username, email, display_name
         ("*" names all three). Without a mask, every non-empty one of them is
-        updated (aip.dev/134).
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN), INVALID_ARGUMENT (no mask and no field
-        given, unknown or output-only path, invalid value).
+        updated (aip.dev/134). With user.etag set, the update happens only if
+        the user has not changed since that etag was read.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
+        ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
+        ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
+        output-only path, invalid value, reason INVALID_ETAG for an etag this
+        service did not issue for this user).
         """
 
     @_abc_1.abstractmethod
@@ -284,9 +394,74 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes a user and its posts. Its transfers stay in the ledger.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), FAILED_PRECONDITION (reason
-        BALANCE_NOT_ZERO), INVALID_ARGUMENT (id <= 0).
+        """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
+        hidden from reads, its username and e-mail address stay reserved, and
+        UndeleteUser can restore it until purge_time (delete_time plus the
+        retention period, 30 days by default). `python -m service purge` then
+        removes it and its posts for good; its transfers stay in the ledger.
+        Works from ACTIVE, DISABLED and LOCKED.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
+        FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
+        ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        """
+
+    @_abc_1.abstractmethod
+    def UndeleteUser(
+        self,
+        request: _user_service_pb2.UndeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
+        """Restores a soft-deleted user to the state it had before DeleteUser.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
+        purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
+        user is not deleted, reason RETENTION_EXPIRED once purge_time has
+        passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
+        reason INVALID_ETAG).
+        """
+
+    @_abc_1.abstractmethod
+    def DisableUser(
+        self,
+        request: _user_service_pb2.DisableUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
+        """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
+        authenticate, write posts or send money.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
+        names the current state), ABORTED (reason ETAG_MISMATCH),
+        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        """
+
+    @_abc_1.abstractmethod
+    def EnableUser(
+        self,
+        request: _user_service_pb2.EnableUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
+        """Enables a disabled user (DISABLED -> ACTIVE).
+        Errors: as DisableUser.
+        """
+
+    @_abc_1.abstractmethod
+    def LockUser(
+        self,
+        request: _user_service_pb2.LockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
+        """Locks a user (ACTIVE -> LOCKED): same effect as DisableUser, lifted only
+        by UnlockUser.
+        Errors: as DisableUser.
+        """
+
+    @_abc_1.abstractmethod
+    def UnlockUser(
+        self,
+        request: _user_service_pb2.UnlockUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
+        """Unlocks a locked user (LOCKED -> ACTIVE).
+        Errors: as DisableUser.
         """
 
     @_abc_1.abstractmethod
@@ -296,8 +471,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.AuthenticateUserResponse, _abc.Awaitable[_user_service_pb2.AuthenticateUserResponse]]:
         """Checks a username (or e-mail address) and password and returns the user.
+        Only an ACTIVE user can authenticate.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-        about the same time whether the user is unknown or the password wrong.
+        about the same time whether the user is unknown, not ACTIVE, or the
+        password wrong.
         """
 
     @_abc_1.abstractmethod
@@ -306,9 +483,12 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.ChangePasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Replaces a user's password after checking the current one.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+        """Replaces a user's password after checking the current one (a write: the
+        etag changes). Like AuthenticateUser, only an ACTIVE user passes the
+        check.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
+        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
         """
 
     @_abc_1.abstractmethod
@@ -317,9 +497,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.CreatePostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Post, _abc.Awaitable[_resources_pb2.Post]]:
-        """Creates a post for a user.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (empty or
-        oversized title, oversized body).
+        """Creates a post for an ACTIVE user.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        FAILED_PRECONDITION (reason USER_NOT_ACTIVE for a DISABLED or LOCKED
+        user), INVALID_ARGUMENT (empty or oversized title, oversized body).
         """
 
     @_abc_1.abstractmethod
@@ -329,7 +510,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListPostsResponse, _abc.Awaitable[_user_service_pb2.ListPostsResponse]]:
         """Lists a user's posts, newest first.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (bad
         page_token, negative page_size).
         """
 
@@ -340,8 +522,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
         """Adds money to a user's balance and returns the user. Idempotent on
-        request_id.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
+        request_id. DISABLED and LOCKED users can still receive money.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (amount <= 0,
         balance would overflow, reason REQUEST_ID_REUSED for a request_id seen
         with other fields).
         """
@@ -353,9 +536,11 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Transfer, _abc.Awaitable[_resources_pb2.Transfer]]:
         """Moves money between two users atomically. Idempotent on request_id.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (amount <= 0,
-        same user, balance would overflow, reason REQUEST_ID_REUSED),
-        FAILED_PRECONDITION (reason INSUFFICIENT_FUNDS), ABORTED (reason
+        The sender must be ACTIVE; a DISABLED or LOCKED user can still receive.
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user on
+        either side), INVALID_ARGUMENT (amount <= 0, same user, balance would
+        overflow, reason REQUEST_ID_REUSED), FAILED_PRECONDITION (reason
+        INSUFFICIENT_FUNDS, or USER_NOT_ACTIVE when the sender is not ACTIVE), ABORTED (reason
         CONCURRENCY_CONFLICT, after bounded retries; safe to retry).
         """
 
@@ -366,7 +551,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListTransfersResponse, _abc.Awaitable[_user_service_pb2.ListTransfersResponse]]:
         """Lists the transfers a user sent or received, newest first.
-        Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (bad
+        Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
+        INVALID_ARGUMENT (bad
         page_token, negative page_size).
         """
 
