@@ -23,13 +23,27 @@ class UserRow(Model):
     balance = fields.BigIntField(default=0)
     create_time = fields.DatetimeField(auto_now_add=True)
     update_time = fields.DatetimeField(auto_now=True)
+    # users.v1.State number of ACTIVE (1), DISABLED (2) or LOCKED (3). Deletion
+    # is delete_time, not a state value, so that UndeleteUser restores the
+    # state the user had (a locked user stays locked).
+    state = fields.SmallIntField(default=1, db_default=1)
+    # Bumped by every write of the row; the etag is derived from it, and
+    # conditional writes guard on it (UPDATE ... WHERE version = ?).
+    version = fields.BigIntField(default=1, db_default=1)
+    # Set together by a soft delete; purge removes rows whose purge_time passed.
+    delete_time = fields.DatetimeField(null=True)
+    purge_time = fields.DatetimeField(null=True)
 
     posts: fields.ReverseRelation[PostRow]
 
     class Meta:
         table = "users"
-        # Keyset pagination by creation time walks this index.
-        indexes = (Index(fields=("create_time", "id")),)
+        indexes = (
+            # Keyset pagination by creation time walks this index.
+            Index(fields=("create_time", "id")),
+            # Purge finds expired soft-deleted users without a scan.
+            Index(fields=("purge_time",)),
+        )
 
 
 class PostRow(Model):
