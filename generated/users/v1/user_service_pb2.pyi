@@ -38,16 +38,39 @@ class CreateUserRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    PASSWORD_HASH_FIELD_NUMBER: _builtins.int
     username: _builtins.str
     """Required. See User.username."""
     password: _builtins.str
-    """Required. 8-256 characters after NFKC normalisation. Never stored or
-    returned; only its argon2id hash is kept.
+    """Required unless password_hash is set. 8-256 characters after NFKC
+    normalisation. Never stored or returned; only its argon2id hash is kept.
     """
     email: _builtins.str
     """Required. See User.email."""
     display_name: _builtins.str
     """Optional. See User.display_name."""
+    request_id: _builtins.str
+    """Idempotency key (aip.dev/155): 1-64 letters, digits, "-", "_", ".",
+    ":"; a UUID is recommended. A retry with the same key and the same
+    fields (and password) returns the user the first call created, as it is
+    now; the same key with other fields is INVALID_ARGUMENT (reason
+    REQUEST_ID_REUSED). When empty the call is not idempotent.
+    """
+    validate_only: _builtins.bool
+    """Check the request, uniqueness included, without creating the user
+    (aip.dev/163). The response is the user as it would be, with the
+    server-assigned fields (id, etag, create_time, update_time) unset.
+    """
+    password_hash: _builtins.str
+    """Instead of password: a password hash imported from another system, in
+    passlib's format of argon2 ($argon2id$, $argon2i$, $argon2d$), bcrypt
+    ($2a$, $2b$, $2y$), bcrypt_sha256, pbkdf2_sha256, pbkdf2_sha512,
+    sha256_crypt ($5$), sha512_crypt ($6$) or scrypt, with cost parameters
+    that verify within about a second (see README). The user's first
+    successful AuthenticateUser replaces it with an argon2id hash.
+    """
     def __init__(
         self,
         *,
@@ -55,14 +78,67 @@ class CreateUserRequest(_message.Message):
         password: _builtins.str = ...,
         email: _builtins.str = ...,
         display_name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+        password_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "password", b"password", "password_hash", b"password_hash", "request_id", b"request_id", "username", b"username", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateUserRequest: _TypeAlias = CreateUserRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateUsersRequest(_message.Message):
+    """Request for BatchCreateUsers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateUserRequest]:
+        """Required. 1-1000 users to create, each with either password or
+        password_hash; request_id and validate_only must be unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateUserRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateUsersRequest: _TypeAlias = BatchCreateUsersRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateUsersResponse(_message.Message):
+    """Response for BatchCreateUsers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.User]:
+        """The created users, in the order of the request's entries."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_resources_pb2.User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateUsersResponse: _TypeAlias = BatchCreateUsersResponse  # noqa: Y015
 
 @_typing.final
 class GetUserRequest(_message.Message):
@@ -268,6 +344,11 @@ class UpdateUserRequest(_message.Message):
 
     USER_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    validate_only: _builtins.bool
+    """Check the update (user, mask, values, uniqueness and etag) without
+    applying it (aip.dev/163); the response is the user as it would be.
+    """
     @_builtins.property
     def user(self) -> _resources_pb2.User:
         """Required. The new values; user.id names the user to update."""
@@ -283,10 +364,11 @@ class UpdateUserRequest(_message.Message):
         *,
         user: _resources_pb2.User | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "user", b"user", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

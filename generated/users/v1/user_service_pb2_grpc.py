@@ -42,6 +42,11 @@ class UserServiceStub:
                 request_serializer=users_dot_v1_dot_user__service__pb2.CreateUserRequest.SerializeToString,
                 response_deserializer=users_dot_v1_dot_resources__pb2.User.FromString,
                 _registered_method=True)
+        self.BatchCreateUsers = channel.unary_unary(
+                '/users.v1.UserService/BatchCreateUsers',
+                request_serializer=users_dot_v1_dot_user__service__pb2.BatchCreateUsersRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_user__service__pb2.BatchCreateUsersResponse.FromString,
+                _registered_method=True)
         self.GetUser = channel.unary_unary(
                 '/users.v1.UserService/GetUser',
                 request_serializer=users_dot_v1_dot_user__service__pb2.GetUserRequest.SerializeToString,
@@ -139,9 +144,32 @@ class UserServiceServicer:
     """
 
     def CreateUser(self, request, context):
-        """Creates a user with a hashed password.
-        Errors: INVALID_ARGUMENT (a field fails validation), ALREADY_EXISTS
-        (reason USERNAME_TAKEN or EMAIL_TAKEN).
+        """Creates a user with a hashed password, or with a password_hash imported
+        from another system. With request_id, a retry returns the user the first
+        call created, as it is now, instead of a second user (aip.dev/155). With
+        validate_only, checks everything (uniqueness included) and writes
+        nothing (aip.dev/163).
+        Errors: INVALID_ARGUMENT (a field fails validation, password and
+        password_hash both or neither set, a password_hash in no accepted format
+        or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
+        with other fields or another password), ALREADY_EXISTS (reason
+        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateUsers(self, request, context):
+        """Creates 1-1000 users in one transaction: all of them or none
+        (aip.dev/233), for example to import accounts with their existing
+        password hashes. Each entry is a CreateUserRequest with either password
+        or password_hash, and without request_id or validate_only.
+        Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
+        BadRequest names every bad field as requests[i].field and ErrorInfo
+        metadata "index" the first bad entry), ALREADY_EXISTS (reason
+        USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
+        entry: the message and metadata "index" name the entry, metadata
+        "field" its field, "duplicate_of" the earlier entry if any).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -352,6 +380,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     request_deserializer=users_dot_v1_dot_user__service__pb2.CreateUserRequest.FromString,
                     response_serializer=users_dot_v1_dot_resources__pb2.User.SerializeToString,
             ),
+            'BatchCreateUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateUsers,
+                    request_deserializer=users_dot_v1_dot_user__service__pb2.BatchCreateUsersRequest.FromString,
+                    response_serializer=users_dot_v1_dot_user__service__pb2.BatchCreateUsersResponse.SerializeToString,
+            ),
             'GetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUser,
                     request_deserializer=users_dot_v1_dot_user__service__pb2.GetUserRequest.FromString,
@@ -471,6 +504,33 @@ class UserService:
             '/users.v1.UserService/CreateUser',
             users_dot_v1_dot_user__service__pb2.CreateUserRequest.SerializeToString,
             users_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/BatchCreateUsers',
+            users_dot_v1_dot_user__service__pb2.BatchCreateUsersRequest.SerializeToString,
+            users_dot_v1_dot_user__service__pb2.BatchCreateUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

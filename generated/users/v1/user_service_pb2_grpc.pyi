@@ -43,9 +43,28 @@ class UserServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreateUserRequest, _resources_pb2.User]
-    """Creates a user with a hashed password.
-    Errors: INVALID_ARGUMENT (a field fails validation), ALREADY_EXISTS
-    (reason USERNAME_TAKEN or EMAIL_TAKEN).
+    """Creates a user with a hashed password, or with a password_hash imported
+    from another system. With request_id, a retry returns the user the first
+    call created, as it is now, instead of a second user (aip.dev/155). With
+    validate_only, checks everything (uniqueness included) and writes
+    nothing (aip.dev/163).
+    Errors: INVALID_ARGUMENT (a field fails validation, password and
+    password_hash both or neither set, a password_hash in no accepted format
+    or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
+    with other fields or another password), ALREADY_EXISTS (reason
+    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+    """
+    BatchCreateUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.BatchCreateUsersRequest, _user_service_pb2.BatchCreateUsersResponse]
+    """Creates 1-1000 users in one transaction: all of them or none
+    (aip.dev/233), for example to import accounts with their existing
+    password hashes. Each entry is a CreateUserRequest with either password
+    or password_hash, and without request_id or validate_only.
+    Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
+    BadRequest names every bad field as requests[i].field and ErrorInfo
+    metadata "index" the first bad entry), ALREADY_EXISTS (reason
+    USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
+    entry: the message and metadata "index" name the entry, metadata
+    "field" its field, "duplicate_of" the earlier entry if any).
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]
     """Returns a user by id. A soft-deleted user is returned only with
@@ -179,9 +198,28 @@ class UserServiceAsyncStub(UserServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreateUserRequest, _resources_pb2.User]  # type: ignore[assignment]
-    """Creates a user with a hashed password.
-    Errors: INVALID_ARGUMENT (a field fails validation), ALREADY_EXISTS
-    (reason USERNAME_TAKEN or EMAIL_TAKEN).
+    """Creates a user with a hashed password, or with a password_hash imported
+    from another system. With request_id, a retry returns the user the first
+    call created, as it is now, instead of a second user (aip.dev/155). With
+    validate_only, checks everything (uniqueness included) and writes
+    nothing (aip.dev/163).
+    Errors: INVALID_ARGUMENT (a field fails validation, password and
+    password_hash both or neither set, a password_hash in no accepted format
+    or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
+    with other fields or another password), ALREADY_EXISTS (reason
+    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+    """
+    BatchCreateUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.BatchCreateUsersRequest, _user_service_pb2.BatchCreateUsersResponse]  # type: ignore[assignment]
+    """Creates 1-1000 users in one transaction: all of them or none
+    (aip.dev/233), for example to import accounts with their existing
+    password hashes. Each entry is a CreateUserRequest with either password
+    or password_hash, and without request_id or validate_only.
+    Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
+    BadRequest names every bad field as requests[i].field and ErrorInfo
+    metadata "index" the first bad entry), ALREADY_EXISTS (reason
+    USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
+    entry: the message and metadata "index" name the entry, metadata
+    "field" its field, "duplicate_of" the earlier entry if any).
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Returns a user by id. A soft-deleted user is returned only with
@@ -318,9 +356,34 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
-        """Creates a user with a hashed password.
-        Errors: INVALID_ARGUMENT (a field fails validation), ALREADY_EXISTS
-        (reason USERNAME_TAKEN or EMAIL_TAKEN).
+        """Creates a user with a hashed password, or with a password_hash imported
+        from another system. With request_id, a retry returns the user the first
+        call created, as it is now, instead of a second user (aip.dev/155). With
+        validate_only, checks everything (uniqueness included) and writes
+        nothing (aip.dev/163).
+        Errors: INVALID_ARGUMENT (a field fails validation, password and
+        password_hash both or neither set, a password_hash in no accepted format
+        or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
+        with other fields or another password), ALREADY_EXISTS (reason
+        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateUsers(
+        self,
+        request: _user_service_pb2.BatchCreateUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_service_pb2.BatchCreateUsersResponse, _abc.Awaitable[_user_service_pb2.BatchCreateUsersResponse]]:
+        """Creates 1-1000 users in one transaction: all of them or none
+        (aip.dev/233), for example to import accounts with their existing
+        password hashes. Each entry is a CreateUserRequest with either password
+        or password_hash, and without request_id or validate_only.
+        Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
+        BadRequest names every bad field as requests[i].field and ErrorInfo
+        metadata "index" the first bad entry), ALREADY_EXISTS (reason
+        USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
+        entry: the message and metadata "index" name the entry, metadata
+        "field" its field, "duplicate_of" the earlier entry if any).
         """
 
     @_abc_1.abstractmethod
