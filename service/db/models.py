@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-__all__ = ["LedgerRow", "PostRow", "ServiceSecret", "UserRow"]
+__all__ = ["CreateRequestRow", "LedgerRow", "PostRow", "ServiceSecret", "UserRow"]
 
 
 class UserRow(Model):
@@ -35,6 +35,7 @@ class UserRow(Model):
     purge_time = fields.DatetimeField(null=True)
 
     posts: fields.ReverseRelation[PostRow]
+    create_requests: fields.ReverseRelation[CreateRequestRow]
 
     class Meta:
         table = "users"
@@ -59,6 +60,29 @@ class PostRow(Model):
     class Meta:
         table = "posts"
         indexes = (Index(fields=("user_id", "id")),)
+
+
+class CreateRequestRow(Model):
+    """The request_id of an idempotent CreateUser and the user it created (aip.dev/155).
+
+    ``fingerprint`` is a SHA-256 of the request's normalised non-secret fields
+    (and of an imported password_hash), never of a password: a retry with a
+    plaintext password is checked against the user's stored (slow) hash. The
+    row goes with its user when the user is purged.
+    """
+
+    request_id = fields.CharField(max_length=64, primary_key=True)
+    user: fields.ForeignKeyRelation[UserRow] = fields.ForeignKeyField(
+        "models.UserRow", related_name="create_requests", on_delete=fields.CASCADE
+    )
+    user_id: int
+    fingerprint = fields.CharField(max_length=64)
+    create_time = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "user_create_requests"
+        # Purging a user cascades here; without it each purge scans the table.
+        indexes = (Index(fields=("user_id",)),)
 
 
 class LedgerRow(Model):
