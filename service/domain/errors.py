@@ -133,17 +133,41 @@ class AlreadyExists(UsersError):
 
 
 class UsernameTaken(AlreadyExists):
+    """The username is taken; in a batch, ``index`` names the entry (and ``duplicate_of``
+    the earlier entry it repeats, when the clash is inside the batch)."""
+
     reason = "USERNAME_TAKEN"
 
-    def __init__(self) -> None:
-        super().__init__("That username is already taken.", metadata={"field": "username"})
+    def __init__(self, index: int | None = None, *, duplicate_of: int | None = None) -> None:
+        message, metadata = _taken("username", "is already taken", index, duplicate_of)
+        super().__init__(message, metadata=metadata)
 
 
 class EmailTaken(AlreadyExists):
+    """The email is in use; ``index`` and ``duplicate_of`` as in UsernameTaken."""
+
     reason = "EMAIL_TAKEN"
 
-    def __init__(self) -> None:
-        super().__init__("That email is already in use.", metadata={"field": "email"})
+    def __init__(self, index: int | None = None, *, duplicate_of: int | None = None) -> None:
+        message, metadata = _taken("email", "is already in use", index, duplicate_of)
+        super().__init__(message, metadata=metadata)
+
+
+def _taken(
+    field: str, verb: str, index: int | None, duplicate_of: int | None
+) -> tuple[str, dict[str, str]]:
+    """Message and metadata of a uniqueness clash, naming the batch entry if there is one."""
+    if index is None:
+        return f"That {field} {verb}.", {"field": field}
+    entry = f"requests[{index}]"
+    metadata = {"field": f"{entry}.{field}", "index": str(index)}
+    if duplicate_of is None:
+        return f"Entry {entry}: that {field} {verb}.", metadata
+    metadata["duplicate_of"] = str(duplicate_of)
+    return (
+        f"Entry {entry}: that {field} {verb} by entry requests[{duplicate_of}] of this batch.",
+        metadata,
+    )
 
 
 class FailedPrecondition(UsersError):
