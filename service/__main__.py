@@ -1,4 +1,4 @@
-"""``python -m service``: serve (default) or migrate, configured by flags and USERS_* env."""
+"""``python -m service``: serve (default), migrate or purge, configured by flags and USERS_* env."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from service.api.observability import configure_access_log
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationsPending, require_migrated
+from service.domain.users import purge_deleted_users
 from service.server import BindError, UsersServer
 from service.workers import run_workers
 
@@ -50,6 +51,22 @@ async def migrate(settings: Settings, *, apply: bool = True) -> None:
         await database.close()
 
 
+async def purge(settings: Settings) -> int:
+    """Remove deleted users whose purge time has passed; how many were removed.
+
+    Needs an up-to-date schema (run ``migrate`` first); safe to run while
+    servers are serving, and from cron, as often as wanted.
+    """
+    database = Database(settings.database_url, pool_size=1)
+    try:
+        await database.connect(create_schema=False)
+        await require_migrated(database)
+        with database.activate():
+            return await purge_deleted_users()
+    finally:
+        await database.close()
+
+
 def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
@@ -82,6 +99,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "migrate":
         _guarded(lambda: _run(migrate(settings)))
         log.info("database is up to date")
+        return
+    if command == "purge":
+        purged: list[int] = []
+
+        async def purge_and_count() -> None:
+            purged.append(await purge(settings))
+
+        _guarded(lambda: _run(purge_and_count()))
+        log.info("purged %d deleted users", purged[0])
+        print(f"purged {purged[0]} deleted users")
         return
     if settings.workers == 1:
         _guarded(lambda: _run(serve(settings)))

@@ -26,7 +26,7 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite://data/users.sqlite3"
 ENV_PREFIX = "USERS_"
-COMMANDS = ("serve", "migrate")
+COMMANDS = ("serve", "migrate", "purge")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -52,6 +52,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    deleted_retention_days: float = 30.0
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -77,6 +78,11 @@ class Settings:
         _check(self.max_concurrent_rpcs >= 0, "max_concurrent_rpcs", "must not be negative")
         _check(self.max_connection_age >= 0, "max_connection_age", "must not be negative")
         _check_tls(self)
+        _check(
+            0 <= self.deleted_retention_days <= 36500,
+            "deleted_retention_days",
+            "must be between 0 and 36500 days",
+        )
 
     @property
     def tls(self) -> bool:
@@ -143,6 +149,7 @@ _HELP = {
     "tls_cert": "PEM certificate chain; enables TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle; requires and verifies client certificates (mTLS)",
+    "deleted_retention_days": "days a deleted user can be undeleted before purge removes it",
 }
 
 
@@ -155,7 +162,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m service",
-        description="Run the users.v1.UserService gRPC server, or migrate its database.",
+        description=(
+            "Run the users.v1.UserService gRPC server, migrate its database, "
+            "or purge deleted users."
+        ),
         epilog="Every flag also reads the environment variable shown in brackets.",
     )
     parser.add_argument(
@@ -163,7 +173,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         nargs="?",
         choices=COMMANDS,
         default="serve",
-        help="serve (default): run the server; migrate: apply schema migrations and exit",
+        help=(
+            "serve (default): run the server; migrate: apply schema migrations and exit; "
+            "purge: remove deleted users whose purge time has passed, and exit"
+        ),
     )
     for field in fields(Settings):
         env = ENV_PREFIX + field.name.upper()

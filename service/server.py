@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +89,9 @@ class UsersServer:
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        servicer = UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens))
+        retention = timedelta(days=self.settings.deleted_retention_days)
+        accounts = Accounts(self.hasher, tokens, retention=retention)
+        servicer = UserServicer(accounts, Posts(tokens), Money(tokens))
         guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
         guard.guard_servicer(servicer, user_service_pb2.DESCRIPTOR.services_by_name["UserService"])
         user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)

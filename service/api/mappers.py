@@ -43,7 +43,14 @@ def user_to_proto(user: User) -> resources_pb2.User:
         balance=user.balance,
         create_time=_timestamp(user.create_time),
         update_time=_timestamp(user.update_time),
+        # domain State numbers are the proto's (service.domain.lifecycle).
+        state=resources_pb2.State.ValueType(int(user.state)),
+        etag=user.etag,
     )
+    if user.delete_time is not None:
+        message.delete_time.CopyFrom(_timestamp(user.delete_time))
+    if user.purge_time is not None:
+        message.purge_time.CopyFrom(_timestamp(user.purge_time))
     if user.posts is not None:
         message.posts.extend(post_to_proto(p) for p in user.posts)
     return message

@@ -53,7 +53,10 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         self, request: user_service_pb2.GetUserRequest, context: Context
     ) -> resources_pb2.User:
         full = request.view == resources_pb2.USER_VIEW_FULL
-        return user_to_proto(await self._accounts.get(request.id, with_posts=full))
+        user = await self._accounts.get(
+            request.id, with_posts=full, show_deleted=request.show_deleted
+        )
+        return user_to_proto(user)
 
     async def LookupUser(
         self, request: user_service_pb2.LookupUserRequest, context: Context
@@ -62,6 +65,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         user = await self._accounts.lookup(
             username=request.username if which == "username" else None,
             email=request.email if which == "email" else None,
+            show_deleted=request.show_deleted,
         )
         return user_to_proto(user)
 
@@ -81,6 +85,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             created_after=datetime_or_none(request, "created_after"),
             created_before=datetime_or_none(request, "created_before"),
             order_by=request.order_by,
+            show_deleted=request.show_deleted,
         )
         return user_service_pb2.ListUsersResponse(
             users=[user_to_proto(u) for u in page.users],
@@ -96,14 +101,45 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             "email": request.user.email,
             "display_name": request.user.display_name,
         }
-        user = await self._accounts.update(request.user.id, values, list(request.update_mask.paths))
+        user = await self._accounts.update(
+            request.user.id, values, list(request.update_mask.paths), etag=request.user.etag
+        )
         return user_to_proto(user)
 
     async def DeleteUser(
         self, request: user_service_pb2.DeleteUserRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._accounts.delete(request.id)
+        await self._accounts.delete(request.id, etag=request.etag)
         return empty_pb2.Empty()
+
+    async def UndeleteUser(
+        self, request: user_service_pb2.UndeleteUserRequest, context: Context
+    ) -> resources_pb2.User:
+        return user_to_proto(await self._accounts.undelete(request.id, etag=request.etag))
+
+    async def DisableUser(
+        self, request: user_service_pb2.DisableUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._accounts.change_state("DisableUser", request.id, etag=request.etag)
+        return user_to_proto(user)
+
+    async def EnableUser(
+        self, request: user_service_pb2.EnableUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._accounts.change_state("EnableUser", request.id, etag=request.etag)
+        return user_to_proto(user)
+
+    async def LockUser(
+        self, request: user_service_pb2.LockUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._accounts.change_state("LockUser", request.id, etag=request.etag)
+        return user_to_proto(user)
+
+    async def UnlockUser(
+        self, request: user_service_pb2.UnlockUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = await self._accounts.change_state("UnlockUser", request.id, etag=request.etag)
+        return user_to_proto(user)
 
     async def AuthenticateUser(
         self,

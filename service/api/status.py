@@ -67,7 +67,7 @@ def to_status(error: errors.UsersError) -> grpc.Status:
             )
         )
     delay = _RETRY_AFTER_SECONDS.get(code)
-    if delay is not None:
+    if delay is not None and error.retry_as_is:
         details.append(
             error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=delay))
         )

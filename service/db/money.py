@@ -9,6 +9,11 @@ Locking: on PostgreSQL a transfer first locks both user rows with one
 so opposite transfers cannot deadlock). SQLite has no row locks (Tortoise
 drops FOR UPDATE) and serialises writers; there, as everywhere, the guarded
 ``UPDATE ... WHERE balance >= amount`` is what keeps balances non-negative.
+
+The same guarded UPDATEs carry the lifecycle rules: soft-deleted users
+neither send nor receive money (NOT_FOUND), a DISABLED or LOCKED user can
+receive but not send (USER_NOT_ACTIVE); every balance change bumps the
+user's version, so its etag changes.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from service.domain.errors import (
     InsufficientFunds,
     InvalidArgument,
     RequestIdReused,
+    UserNotActive,
     UserNotFound,
 )
+from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -129,7 +136,7 @@ async def list_transfers(
     user_id: int, before_id: int | None, limit: int
 ) -> tuple[list[Transfer], bool]:
     """Up to ``limit`` transfers the user sent or received, newest first, and if more follow."""
-    if not await UserRow.exists(id=user_id):
+    if not await UserRow.exists(id=user_id, delete_time__isnull=True):
         raise UserNotFound(user_id)
     rows = LedgerRow.filter(Q(from_user_id=user_id) | Q(to_user_id=user_id), kind=TRANSFER)
     if before_id is not None:
@@ -159,43 +166,51 @@ async def _lock_in_id_order(*user_ids: int) -> None:
 
 async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
     """Debit and credit in one guarded UPDATE: both rows change, or the reason is raised."""
-    statement = Statement("UPDATE users SET balance = balance + CASE WHEN id =")
+    statement = Statement(
+        "UPDATE users SET version = version + 1, balance = balance + CASE WHEN id ="
+    )
     # Typed explicitly: PostgreSQL cannot infer parameter types inside CASE.
     statement.add(
         f"{statement.param(from_user_id)} THEN CAST({statement.param(-amount)} AS BIGINT)"
     )
     statement.add(f"ELSE CAST({statement.param(amount)} AS BIGINT) END WHERE id IN")
-    statement.add(f"({statement.params_of([from_user_id, to_user_id])})")
+    statement.add(f"({statement.params_of([from_user_id, to_user_id])}) AND delete_time IS NULL")
     statement.add(f"AND (id <> {statement.param(from_user_id)}")
-    statement.add(f"OR balance >= {statement.param(amount)})")
+    statement.add(f"OR (balance >= {statement.param(amount)}")
+    statement.add(f"AND state = {statement.param(int(State.ACTIVE))}))")
     statement.add(f"AND (id <> {statement.param(to_user_id)}")
     statement.add(f"OR balance <= {statement.param(INT64_MAX - amount)})")
     if await statement.execute() == 2:
         return
-    balances = await _balances(from_user_id, to_user_id)
-    missing = [i for i in (from_user_id, to_user_id) if i not in balances]
+    accounts = await _accounts(from_user_id, to_user_id)
+    missing = [i for i in (from_user_id, to_user_id) if i not in accounts]
     if missing:
         raise UserNotFound(*missing)
-    if balances[from_user_id] < amount:
+    balance, state = accounts[from_user_id]
+    if state != State.ACTIVE:
+        raise UserNotActive(from_user_id, state.name)
+    if balance < amount:
         raise InsufficientFunds(from_user_id)
     raise _overflow(to_user_id)
 
 
 async def _credit(user_id: int, amount: int) -> None:
-    statement = Statement("UPDATE users SET balance = balance +")
+    statement = Statement("UPDATE users SET version = version + 1, balance = balance +")
     statement.add(f"{statement.param(amount)} WHERE id = {statement.param(user_id)}")
     statement.add(f"AND balance <= {statement.param(INT64_MAX - amount)}")
+    statement.add("AND delete_time IS NULL")
     if await statement.execute():
         return
-    if user_id in await _balances(user_id):
+    if user_id in await _accounts(user_id):
         raise _overflow(user_id)
     raise UserNotFound(user_id)
 
 
-async def _balances(*user_ids: int) -> dict[int, int]:
-    statement = Statement("SELECT id, balance FROM users WHERE id IN")
-    statement.add(f"({statement.params_of(user_ids)})")
-    return {row[0]: row[1] for row in await statement.rows()}
+async def _accounts(*user_ids: int) -> dict[int, tuple[int, State]]:
+    """Balance and state of each of these users that exists and is not deleted."""
+    statement = Statement("SELECT id, balance, state FROM users WHERE id IN")
+    statement.add(f"({statement.params_of(user_ids)}) AND delete_time IS NULL")
+    return {row[0]: (row[1], State(row[2])) for row in await statement.rows()}
 
 
 def _overflow(user_id: int) -> InvalidArgument:

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from tortoise.exceptions import IntegrityError
 
 from service.db.models import PostRow, UserRow
+from service.db.sql import Statement
 from service.db.users import to_post
 from service.domain.entities import Post
-from service.domain.errors import UserNotFound
+from service.domain.errors import UserNotActive, UserNotFound
+from service.domain.lifecycle import State
 
 __all__ = ["insert_post", "list_posts"]
 
 
 async def insert_post(user_id: int, title: str, body: str) -> Post:
+    """Insert a post for an ACTIVE user; the state check is part of the INSERT.
+
+    ``INSERT ... SELECT ... FROM users WHERE state = ACTIVE`` writes nothing
+    for a user that is disabled, locked or deleted at that moment, so a post
+    cannot slip in next to a concurrent DisableUser or DeleteUser.
+    """
+    now = datetime.now(UTC)
+    statement = Statement("INSERT INTO posts (user_id, title, body, create_time)")
+    statement.add(f"SELECT id, {statement.params_of([title, body, now])} FROM users")
+    statement.add(f"WHERE id = {statement.param(user_id)} AND delete_time IS NULL")
+    statement.add(f"AND state = {statement.param(int(State.ACTIVE))} RETURNING id")
     try:
-        row = await PostRow.create(user_id=user_id, title=title, body=body)
+        rows = await statement.returning()
     except IntegrityError:
-        # The foreign key is the existence check, so a user deleted
-        # concurrently cannot end up with an orphan post.
+        # The foreign key is the last word: a user purged concurrently
+        # cannot end up with an orphan post.
         raise UserNotFound(user_id) from None
-    return to_post(row)
+    if rows:
+        return Post(id=rows[0][0], user_id=user_id, title=title, body=body, create_time=now)
+    row = await UserRow.get_or_none(id=user_id, delete_time__isnull=True)
+    if row is None:
+        raise UserNotFound(user_id)
+    raise UserNotActive(user_id, State(row.state).name)
 
 
 async def list_posts(user_id: int, before_id: int | None, limit: int) -> tuple[list[Post], bool]:
     """Up to ``limit`` posts newest first, older than ``before_id``; and whether more follow."""
-    if not await UserRow.exists(id=user_id):
+    if not await UserRow.exists(id=user_id, delete_time__isnull=True):
         raise UserNotFound(user_id)
     rows = PostRow.filter(user_id=user_id)
     if before_id is not None:

@@ -6,18 +6,31 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
 
 from service.db.errors import unique_violation
 from service.db.models import PostRow, UserRow
 from service.db.sql import Statement, as_datetime
 from service.domain.entities import Credentials, Post, User, UserQuery
-from service.domain.errors import BalanceNotZero, UserNotFound
+from service.domain.errors import (
+    BalanceNotZero,
+    EtagMismatch,
+    InvalidStateTransition,
+    RetentionExpired,
+    UserNotFound,
+)
+from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import timedelta
+
+    from service.domain.lifecycle import StateChange
 
 
 __all__ = [
+    "change_state",
     "count_users",
     "delete_user",
     "find_credentials",
@@ -27,9 +40,14 @@ __all__ = [
     "get_users",
     "insert_user",
     "list_users",
+    "purge_deleted",
     "replace_password_hash",
+    "undelete_user",
     "update_user",
 ]
+
+# Soft-deleted users are left out of every read that does not ask for them.
+_VISIBLE = "delete_time IS NULL"
 
 # ListUsers sort fields -> the columns of their keyset (id last, as tie-break).
 _SORT_COLUMNS = {
@@ -49,7 +67,16 @@ def to_user(row: UserRow, posts: Sequence[PostRow] | None = None) -> User:
         create_time=row.create_time,
         update_time=row.update_time,
         posts=None if posts is None else tuple(to_post(p) for p in posts),
+        state=_state(row.state, row.delete_time),
+        version=row.version,
+        delete_time=row.delete_time,
+        purge_time=row.purge_time,
     )
+
+
+def _state(stored: int, delete_time: object) -> State:
+    """The state callers see: DELETED overrides the stored one while delete_time is set."""
+    return State.DELETED if delete_time is not None else State(stored)
 
 
 def to_post(row: PostRow) -> Post:
@@ -85,11 +112,17 @@ async def insert_user(
     return to_user(row)
 
 
-_COLUMNS = "id, username, email, display_name, balance, create_time, update_time"
+_COLUMNS = (
+    "id, username, email, display_name, balance, create_time, update_time,"
+    " state, version, delete_time, purge_time"
+)
+# Index of the first column a query selects after ``_COLUMNS``.
+_MORE = 11
 
 
 def _user_of(row: Sequence[Any]) -> User:
     """A user from a row of ``_COLUMNS``."""
+    delete_time, purge_time = row[9], row[10]
     return User(
         id=row[0],
         username=row[1],
@@ -98,18 +131,28 @@ def _user_of(row: Sequence[Any]) -> User:
         balance=row[4],
         create_time=as_datetime(row[5]),
         update_time=as_datetime(row[6]),
+        state=_state(row[7], delete_time),
+        version=row[8],
+        delete_time=None if delete_time is None else as_datetime(delete_time),
+        purge_time=None if purge_time is None else as_datetime(purge_time),
     )
 
 
-async def get_user(user_id: int, *, with_posts: bool = False) -> User:
+async def get_user(user_id: int, *, with_posts: bool = False, show_deleted: bool = False) -> User:
     if not with_posts:
         statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id =")
-        rows = await statement.add(statement.param(user_id)).rows()
+        statement.add(statement.param(user_id))
+        if not show_deleted:
+            statement.add(f"AND {_VISIBLE}")
+        rows = await statement.rows()
         if not rows:
             raise UserNotFound(user_id)
         return _user_of(rows[0])
     # One query for the user and one for all its posts, whatever their number.
-    row = await UserRow.filter(id=user_id).prefetch_related("posts").first()
+    users = UserRow.filter(id=user_id)
+    if not show_deleted:
+        users = users.filter(delete_time__isnull=True)
+    row = await users.prefetch_related("posts").first()
     if row is None:
         raise UserNotFound(user_id)
     posts = sorted(row.posts, key=lambda p: p.id, reverse=True)
@@ -117,17 +160,20 @@ async def get_user(user_id: int, *, with_posts: bool = False) -> User:
 
 
 async def find_user(
-    *, username_key: str | None = None, email_key: str | None = None
+    *, username_key: str | None = None, email_key: str | None = None, show_deleted: bool = False
 ) -> User | None:
     credentials = await find_credentials(username_key=username_key, email_key=email_key)
-    return None if credentials is None else credentials.user
+    if credentials is None:
+        return None
+    user = credentials.user
+    return user if show_deleted or user.state != State.DELETED else None
 
 
 async def get_users(ids: Sequence[int]) -> list[User]:
     """All users with these ids, in the given order; UserNotFound names every missing id."""
     wanted = sorted(set(ids))
     statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id IN")
-    statement.add(f"({statement.params_of(wanted)})")
+    statement.add(f"({statement.params_of(wanted)}) AND {_VISIBLE}")
     found = {row[0]: _user_of(row) for row in await statement.rows()}
     missing = [i for i in wanted if i not in found]
     if missing:
@@ -138,6 +184,8 @@ async def get_users(ids: Sequence[int]) -> list[User]:
 def _filtered(statement: Statement, query: UserQuery) -> Statement:
     """Add the WHERE clause of a listing's filters (always, so callers can add ``AND``)."""
     statement.add("WHERE 1 = 1")
+    if not query.show_deleted:
+        statement.add(f"AND {_VISIBLE}")
     if query.username_prefix_key:
         pattern = _escape_like(query.username_prefix_key) + "%"
         statement.add(f"AND username_key LIKE {statement.param(pattern)} ESCAPE '\\'")
@@ -175,7 +223,7 @@ async def list_users(
     statement.add(f"LIMIT {statement.param(limit + 1)}")
     page = await statement.rows()
     users = [_user_of(row) for row in page[:limit]]
-    resume_at = _position(columns, users[-1], page[limit - 1][7]) if len(page) > limit else None
+    resume_at = _position(columns, users[-1], page[limit - 1][_MORE]) if len(page) > limit else None
     return users, resume_at
 
 
@@ -219,23 +267,117 @@ def _after(
     return f"({column} {op} {beyond} OR ({column} = {tied} AND {rest}))"
 
 
-async def update_user(user_id: int, changes: Mapping[str, str]) -> User:
+async def _write(
+    user_id: int, version: int | None, guards: Mapping[str, Any], changes: Mapping[str, Any]
+) -> bool:
+    """One guarded UPDATE of a user that bumps its version; whether it matched.
+
+    Every condition (the etag's version included) is in the statement itself,
+    so nothing can change between the check and the write.
+    """
+    rows = UserRow.filter(id=user_id, **guards)
+    if version is not None:
+        rows = rows.filter(version=version)
+    now = datetime.now(UTC)
     try:
-        updated = await UserRow.filter(id=user_id).update(**changes, update_time=datetime.now(UTC))
+        return bool(await rows.update(**changes, version=F("version") + 1, update_time=now))
     except IntegrityError as error:
         raise unique_violation(error) or error from None
-    if not updated:
+
+
+async def _current(user_id: int) -> UserRow:
+    """The row as it is now, to explain why a guarded write matched nothing."""
+    row = await UserRow.get_or_none(id=user_id)
+    if row is None:
         raise UserNotFound(user_id)
+    return row
+
+
+def _check_version(row: UserRow, version: int | None) -> None:
+    if version is not None and row.version != version:
+        raise EtagMismatch(row.id)
+
+
+async def update_user(
+    user_id: int, changes: Mapping[str, str], *, version: int | None = None
+) -> User:
+    """Change fields of a user that is not deleted (and still at ``version``, if given)."""
+    if not await _write(user_id, version, {"delete_time__isnull": True}, changes):
+        row = await _current(user_id)
+        if row.delete_time is not None:
+            raise UserNotFound(user_id)
+        _check_version(row, version)
+        # The row changed between the write and this read: its version moved on.
+        raise EtagMismatch(user_id)
     return await get_user(user_id)
 
 
-async def delete_user(user_id: int) -> None:
-    """Delete a user with a zero balance, atomically: the guard is in the DELETE itself."""
-    if await UserRow.filter(id=user_id, balance=0).delete():
+async def delete_user(user_id: int, *, retention: timedelta, version: int | None = None) -> None:
+    """Soft-delete a user with a zero balance, atomically: the guards are in the UPDATE."""
+    now = datetime.now(UTC)
+    guards = {"delete_time__isnull": True, "balance": 0}
+    if await _write(user_id, version, guards, {"delete_time": now, "purge_time": now + retention}):
         return
-    if await UserRow.exists(id=user_id):
+    row = await _current(user_id)
+    if row.delete_time is not None:
+        raise UserNotFound(user_id)
+    _check_version(row, version)
+    if row.balance != 0:
         raise BalanceNotZero(user_id)
-    raise UserNotFound(user_id)
+    raise EtagMismatch(user_id)
+
+
+async def undelete_user(user_id: int, *, version: int | None = None) -> User:
+    """Restore a soft-deleted user whose purge time has not come yet."""
+    now = datetime.now(UTC)
+    guards = {"delete_time__isnull": False, "purge_time__gt": now}
+    if not await _write(user_id, version, guards, {"delete_time": None, "purge_time": None}):
+        row = await _current(user_id)
+        _check_version(row, version)
+        if row.delete_time is None:
+            state = State(row.state).name
+            raise InvalidStateTransition(user_id, state, "UndeleteUser", State.DELETED.name)
+        if row.purge_time is not None and row.purge_time <= now:
+            raise RetentionExpired(user_id, row.purge_time.isoformat())
+        raise EtagMismatch(user_id)
+    return await get_user(user_id)
+
+
+async def change_state(user_id: int, change: StateChange, *, version: int | None = None) -> User:
+    """Apply a state method to a user that is not deleted and is in one of its source states."""
+    guards = {"delete_time__isnull": True, "state__in": [int(s) for s in change.sources]}
+    if not await _write(user_id, version, guards, {"state": int(change.target)}):
+        row = await _current(user_id)
+        if row.delete_time is not None:
+            raise UserNotFound(user_id)
+        _check_version(row, version)
+        if row.state not in change.sources:
+            state = State(row.state).name
+            raise InvalidStateTransition(user_id, state, change.method, change.allowed)
+        raise EtagMismatch(user_id)
+    return await get_user(user_id)
+
+
+async def purge_deleted(now: datetime, batch_size: int = 500) -> int:
+    """Remove soft-deleted users whose purge time is at or before ``now``; how many.
+
+    Their posts go with them (ON DELETE CASCADE); ledger rows name users by
+    plain id and stay. Batches keep each transaction (and its locks) short.
+    """
+    purged = 0
+    while True:
+        async with in_transaction():
+            expired = UserRow.filter(delete_time__isnull=False, purge_time__lte=now)
+            # Locked (on PostgreSQL; SQLite serialises writers) so that an
+            # UndeleteUser cannot slip between this SELECT and the DELETE.
+            oldest = expired.order_by("purge_time", "id").limit(batch_size).select_for_update()
+            ids = list(await oldest.values_list("id", flat=True))
+            if ids:
+                await UserRow.filter(id__in=ids).delete()
+        # Counted here: the DELETE's row count includes cascaded posts on SQLite.
+        purged += len(ids)
+        if len(ids) < batch_size:
+            return purged
 
 
 def _identity(username_key: str | None, email_key: str | None) -> dict[str, Any]:
@@ -250,15 +392,17 @@ async def find_credentials(
     column, value = next(iter(_identity(username_key, email_key).items()))
     statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE {column} =")
     rows = await statement.add(statement.param(value)).rows()
-    return Credentials(_user_of(rows[0]), rows[0][7]) if rows else None
+    return Credentials(_user_of(rows[0]), rows[0][_MORE]) if rows else None
 
 
 async def get_credentials(user_id: int) -> Credentials:
+    """The credentials of a user that is not deleted."""
     statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id =")
-    rows = await statement.add(statement.param(user_id)).rows()
+    statement.add(f"{statement.param(user_id)} AND {_VISIBLE}")
+    rows = await statement.rows()
     if not rows:
         raise UserNotFound(user_id)
-    return Credentials(_user_of(rows[0]), rows[0][7])
+    return Credentials(_user_of(rows[0]), rows[0][_MORE])
 
 
 async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, touch: bool) -> bool:
@@ -266,9 +410,11 @@ async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, t
 
     Neither a login's re-hash nor a second concurrent ChangePassword can then
     overwrite a password changed in the meantime. A re-hash is upkeep, not a
-    change of the user, so it passes ``touch=False`` and keeps update_time.
+    change of the user, so it passes ``touch=False`` and keeps update_time and
+    the etag; a password change is a write of the user and changes both.
     """
     changes: dict[str, Any] = {"password_hash": new_hash}
     if touch:
         changes["update_time"] = datetime.now(UTC)
+        changes["version"] = F("version") + 1
     return bool(await UserRow.filter(id=user_id, password_hash=expected).update(**changes))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.domain.lifecycle import State, etag_of
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -31,6 +33,15 @@ class User:
     update_time: datetime
     # None when posts were not loaded (basic view), a tuple otherwise.
     posts: tuple[Post, ...] | None = None
+    # DELETED whenever delete_time is set (see service.domain.lifecycle).
+    state: State = State.ACTIVE
+    version: int = 1
+    delete_time: datetime | None = None
+    purge_time: datetime | None = None
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.id, self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +75,4 @@ class UserQuery:
     created_before: datetime | None = None
     sort_field: str = "id"
     descending: bool = False
+    show_deleted: bool = False

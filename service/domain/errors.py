@@ -5,7 +5,8 @@ to a gRPC status code in one table (``service.api.status``)::
 
     UsersError
     ├── InvalidArgument          a field breaks a rule (carries field violations)
-    │   └── RequestIdReused      an idempotency key came back with other fields
+    │   ├── RequestIdReused      an idempotency key came back with other fields
+    │   └── InvalidEtag          an etag this service did not issue for that user
     ├── NotFound
     │   └── UserNotFound
     ├── AlreadyExists
@@ -13,11 +14,15 @@ to a gRPC status code in one table (``service.api.status``)::
     │   └── EmailTaken
     ├── FailedPrecondition
     │   ├── BalanceNotZero
-    │   └── InsufficientFunds
+    │   ├── InsufficientFunds
+    │   ├── InvalidStateTransition  the user's state does not allow the change
+    │   ├── UserNotActive        a DISABLED or LOCKED user cannot do this
+    │   └── RetentionExpired     too late to undelete
     ├── Unauthenticated
     │   └── InvalidCredentials
     ├── Aborted
-    │   └── ConcurrencyConflict  retries were exhausted; safe to retry
+    │   ├── ConcurrencyConflict  retries were exhausted; safe to retry
+    │   └── EtagMismatch         the user changed since the etag was read
     └── Unavailable
         └── DatabaseUnavailable
 """
@@ -35,15 +40,20 @@ __all__ = [
     "ConcurrencyConflict",
     "DatabaseUnavailable",
     "EmailTaken",
+    "EtagMismatch",
     "FailedPrecondition",
     "FieldViolation",
     "InsufficientFunds",
     "InvalidArgument",
     "InvalidCredentials",
+    "InvalidEtag",
+    "InvalidStateTransition",
     "NotFound",
     "RequestIdReused",
+    "RetentionExpired",
     "Unauthenticated",
     "Unavailable",
+    "UserNotActive",
     "UserNotFound",
     "UsernameTaken",
     "UsersError",
@@ -62,6 +72,9 @@ class UsersError(Exception):
     """Base of every error reported to callers; never raised itself."""
 
     reason: ClassVar[str] = "UNSPECIFIED"
+    # False when resending the very same request cannot succeed (the caller
+    # must re-read first), even though the status code is a retryable one.
+    retry_as_is: ClassVar[bool] = True
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -107,6 +120,22 @@ class RequestIdReused(InvalidArgument):
                     "use a new request_id for a new operation.",
                 )
             ]
+        )
+
+
+class InvalidEtag(InvalidArgument):
+    reason = "INVALID_ETAG"
+
+    def __init__(self, field: str, user_id: int) -> None:
+        super().__init__(
+            [
+                FieldViolation(
+                    field,
+                    f"This is not an etag of user {user_id}; send the etag of a "
+                    "User read from this service, or none.",
+                )
+            ],
+            metadata={"user_id": str(user_id)},
         )
 
 
@@ -194,6 +223,37 @@ class InsufficientFunds(FailedPrecondition):
         )
 
 
+class InvalidStateTransition(FailedPrecondition):
+    reason = "INVALID_STATE_TRANSITION"
+
+    def __init__(self, user_id: int, state: str, method: str, allowed: str) -> None:
+        super().__init__(
+            f"User {user_id} is {state}; {method} applies only to a user that is {allowed}.",
+            metadata={"user_id": str(user_id), "state": state},
+        )
+
+
+class UserNotActive(FailedPrecondition):
+    reason = "USER_NOT_ACTIVE"
+
+    def __init__(self, user_id: int, state: str) -> None:
+        super().__init__(
+            f"User {user_id} is {state}; only an ACTIVE user can do this.",
+            metadata={"user_id": str(user_id), "state": state},
+        )
+
+
+class RetentionExpired(FailedPrecondition):
+    reason = "RETENTION_EXPIRED"
+
+    def __init__(self, user_id: int, purge_time: str) -> None:
+        super().__init__(
+            f"User {user_id} was deleted and its purge time {purge_time} has passed; "
+            "it can no longer be undeleted.",
+            metadata={"user_id": str(user_id), "purge_time": purge_time},
+        )
+
+
 class Unauthenticated(UsersError):
     reason = "UNAUTHENTICATED"
 
@@ -214,6 +274,17 @@ class ConcurrencyConflict(Aborted):
 
     def __init__(self) -> None:
         super().__init__("The operation conflicted with concurrent changes; retry it.")
+
+
+class EtagMismatch(Aborted):
+    reason = "ETAG_MISMATCH"
+    retry_as_is = False
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(
+            f"User {user_id} has changed since this etag was read; read it again and retry.",
+            metadata={"user_id": str(user_id)},
+        )
 
 
 class Unavailable(UsersError):

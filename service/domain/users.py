@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from service.db import users as users_db
@@ -14,21 +15,43 @@ from service.domain.errors import (
     InvalidCredentials,
     UserNotFound,
 )
+from service.domain.lifecycle import STATE_CHANGES, State, parse_etag
 from service.domain.pagination import check_page_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from datetime import datetime
 
     from service.domain.pagination import PageTokens
     from service.domain.passwords import PasswordHasher
 
-__all__ = ["MAX_BATCH_GET", "MUTABLE_FIELDS", "Accounts", "UserPage"]
+__all__ = [
+    "DEFAULT_RETENTION",
+    "MAX_BATCH_GET",
+    "MUTABLE_FIELDS",
+    "Accounts",
+    "UserPage",
+    "purge_deleted_users",
+]
+
+# How long a soft-deleted user can be undeleted before purge may remove it.
+DEFAULT_RETENTION = timedelta(days=30)
 
 MAX_BATCH_GET = 1000
 # UpdateUser may change these; every other User field is output only.
 MUTABLE_FIELDS = ("username", "email", "display_name")
-_OUTPUT_ONLY = frozenset({"id", "balance", "create_time", "update_time", "posts"})
+_OUTPUT_ONLY = frozenset(
+    {
+        "id",
+        "balance",
+        "create_time",
+        "update_time",
+        "posts",
+        "state",
+        "etag",
+        "delete_time",
+        "purge_time",
+    }
+)
 _SORT_FIELDS = frozenset({"id", "create_time", "username"})
 
 
@@ -42,9 +65,16 @@ class UserPage:
 class Accounts:
     """Creating, reading, changing and authenticating users."""
 
-    def __init__(self, hasher: PasswordHasher, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        hasher: PasswordHasher,
+        page_tokens: PageTokens,
+        *,
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> None:
         self._hasher = hasher
         self._tokens = page_tokens
+        self._retention = retention
 
     async def create(self, *, username: str, password: str, email: str, display_name: str) -> User:
         found = rules.Violations()
@@ -62,17 +92,23 @@ class Accounts:
             password_hash=await self._hasher.hash(secret),
         )
 
-    async def get(self, user_id: int, *, with_posts: bool = False) -> User:
-        return await users_db.get_user(rules.check_id(user_id), with_posts=with_posts)
+    async def get(
+        self, user_id: int, *, with_posts: bool = False, show_deleted: bool = False
+    ) -> User:
+        return await users_db.get_user(
+            rules.check_id(user_id), with_posts=with_posts, show_deleted=show_deleted
+        )
 
-    async def lookup(self, *, username: str | None = None, email: str | None = None) -> User:
+    async def lookup(
+        self, *, username: str | None = None, email: str | None = None, show_deleted: bool = False
+    ) -> User:
         if username is not None:
             name = rules.check_username(username)
-            user = await users_db.find_user(username_key=name.key)
+            user = await users_db.find_user(username_key=name.key, show_deleted=show_deleted)
             described = f"No user has the username {name!r}."
         elif email is not None:
             address = rules.check_email(email)
-            user = await users_db.find_user(email_key=address.key)
+            user = await users_db.find_user(email_key=address.key, show_deleted=show_deleted)
             described = "No user has that email."
         else:
             raise InvalidArgument.field("username", "Set either username or email.")
@@ -103,6 +139,7 @@ class Accounts:
         created_after: datetime | None,
         created_before: datetime | None,
         order_by: str,
+        show_deleted: bool = False,
     ) -> UserPage:
         found = rules.Violations()
         size = found.check(check_page_size, page_size)
@@ -116,6 +153,7 @@ class Accounts:
             created_before=created_before,
             sort_field=sort_field,
             descending=descending,
+            show_deleted=show_deleted,
         )
         scope = {
             "prefix": query.username_prefix_key,
@@ -124,13 +162,19 @@ class Accounts:
             "sort": sort_field,
             "desc": descending,
         }
+        if show_deleted:
+            # Only when set, so that tokens issued before the flag existed stay valid.
+            scope["deleted"] = True
         position = self._tokens.decode(page_token, scope)
         users, resume_at = await users_db.list_users(query, position, size)
         next_token = "" if resume_at is None else self._tokens.encode(scope, resume_at)
         return UserPage(users, next_token, await users_db.count_users(query))
 
-    async def update(self, user_id: int, values: Mapping[str, str], paths: Sequence[str]) -> User:
+    async def update(
+        self, user_id: int, values: Mapping[str, str], paths: Sequence[str], *, etag: str = ""
+    ) -> User:
         rules.check_id(user_id, "user.id")
+        version = parse_etag(etag, user_id, "user.etag")
         fields = _mask_fields(values, paths)
         found = rules.Violations()
         changes: dict[str, str] = {}
@@ -145,10 +189,23 @@ class Accounts:
                 rules.check_display_name, values["display_name"], "user.display_name"
             )
         found.raise_if_any()
-        return await users_db.update_user(user_id, changes)
+        return await users_db.update_user(user_id, changes, version=version)
 
-    async def delete(self, user_id: int) -> None:
-        await users_db.delete_user(rules.check_id(user_id))
+    async def delete(self, user_id: int, *, etag: str = "") -> None:
+        """Soft-delete: the user can be undeleted until its purge time."""
+        rules.check_id(user_id)
+        version = parse_etag(etag, user_id)
+        await users_db.delete_user(user_id, retention=self._retention, version=version)
+
+    async def undelete(self, user_id: int, *, etag: str = "") -> User:
+        rules.check_id(user_id)
+        return await users_db.undelete_user(user_id, version=parse_etag(etag, user_id))
+
+    async def change_state(self, method: str, user_id: int, *, etag: str = "") -> User:
+        """Apply one of the state methods (DisableUser, EnableUser, LockUser, UnlockUser)."""
+        rules.check_id(user_id)
+        version = parse_etag(etag, user_id)
+        return await users_db.change_state(user_id, STATE_CHANGES[method], version=version)
 
     async def authenticate(self, identifier: str, password: str) -> User:
         """The user with these credentials; one answer for every kind of failure."""
@@ -157,8 +214,10 @@ class Accounts:
         if key is not None:
             credentials = await users_db.find_credentials(**key)
         stored = None if credentials is None else credentials.password_hash
+        # The hash is verified whatever the user's state, so that a disabled,
+        # locked or deleted user takes as long to refuse as a wrong password.
         result = await self._hasher.verify(rules.normalise_password(password), stored)
-        if credentials is None or not result.ok:
+        if credentials is None or not result.ok or credentials.user.state != State.ACTIVE:
             raise InvalidCredentials()
         if result.new_hash is not None:
             # Outdated scheme or parameters: upgrade while the password is at hand.
@@ -177,7 +236,8 @@ class Accounts:
         result = await self._hasher.verify(
             rules.normalise_password(current), credentials.password_hash
         )
-        if not result.ok:
+        # Checking the current password is authentication: only ACTIVE users pass.
+        if not result.ok or credentials.user.state != State.ACTIVE:
             raise InvalidCredentials()
         replaced = await users_db.replace_password_hash(
             user_id,
@@ -188,6 +248,14 @@ class Accounts:
         if not replaced:
             # The password changed while we checked it; the current one no longer holds.
             raise InvalidCredentials()
+
+
+async def purge_deleted_users(now: datetime | None = None) -> int:
+    """Remove for good the deleted users whose purge time has passed; how many.
+
+    Frees their usernames and e-mail addresses. Run by ``python -m service purge``.
+    """
+    return await users_db.purge_deleted(now or datetime.now(UTC))
 
 
 def _login_key(identifier: str) -> dict[str, str] | None:

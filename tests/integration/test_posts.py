@@ -366,7 +366,9 @@ async def test_full_view_of_a_missing_user_is_not_found(stub):
 # --- DeleteUser ----------------------------------------------------------------------
 
 
-async def test_deleting_a_user_deletes_its_posts_and_only_its_posts(stub, service):
+async def test_purging_a_deleted_user_deletes_its_posts_and_only_its_posts(stub, service):
+    from service.domain.users import purge_deleted_users
+
     user = await create_user(stub)
     other = await create_user(stub)
     for i in range(3):
@@ -377,6 +379,10 @@ async def test_deleting_a_user_deletes_its_posts_and_only_its_posts(stub, servic
     await stub.DeleteUser(user_service_pb2.DeleteUserRequest(id=user.id))
 
     assert_error(await failure(list_posts(stub, user.id)), NOT_FOUND, "USER_NOT_FOUND")
+    # Soft-deleted: the posts stay, so that UndeleteUser can bring them back.
+    assert await count_post_rows(service, user.id) == 3
+    with service.server.database.activate():
+        assert await purge_deleted_users(datetime.now(UTC) + timedelta(days=31)) == 1
     assert await count_post_rows(service, user.id) == 0
     assert list((await list_posts(stub, other.id)).posts) == [kept]
 

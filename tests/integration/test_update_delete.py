@@ -352,9 +352,15 @@ async def test_delete_with_non_positive_id_is_invalid_argument(stub, subtests):
             assert_invalid(got, "id")
 
 
-async def test_username_and_email_of_a_deleted_user_can_be_reused(stub):
+async def test_username_and_email_of_a_deleted_user_can_be_reused_once_purged(service, stub):
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain.users import purge_deleted_users
+
     old = await create_user(stub, "Phoenix", email="phoenix@example.com")
     await stub.DeleteUser(user_service_pb2.DeleteUserRequest(id=old.id))
+    with service.server.database.activate():
+        assert await purge_deleted_users(datetime.now(UTC) + timedelta(days=31)) == 1
     new = await create_user(stub, "phoenix", email="PHOENIX@example.com")
     assert new.id != old.id
     assert await lookup(stub, username="PHOENIX") == new

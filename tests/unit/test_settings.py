@@ -34,6 +34,7 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
     "max_message_bytes": ("65536", "1048576", 65536, 1048576),
     "max_concurrent_rpcs": ("0", "50", 0, 50),
     "max_connection_age": ("30", "600.5", 30.0, 600.5),
+    "deleted_retention_days": ("7", "0.5", 7.0, 0.5),
 }
 TLS_FIELDS = {"tls_cert", "tls_key", "tls_client_ca"}
 DEFAULTS = Settings()
@@ -117,6 +118,7 @@ def test_tls_files_are_read_from_flags_and_environment_and_flags_win(tmp_path: P
 
 def test_migrate_is_a_command_and_serve_the_default():
     assert parse_command(["migrate"], {})[0] == "migrate"
+    assert parse_command(["purge"], {})[0] == "purge"
     assert parse_command(["serve"], {})[0] == "serve"
     assert parse_command([], {})[0] == "serve"
 
@@ -141,6 +143,9 @@ def test_migrate_is_a_command_and_serve_the_default():
         (["--max-message-bytes", "10"], {}, "--max-message-bytes"),
         (["--max-concurrent-rpcs", "-1"], {}, "--max-concurrent-rpcs"),
         (["--max-connection-age", "-5"], {}, "--max-connection-age"),
+        (["--deleted-retention-days", "-1"], {}, "--deleted-retention-days"),
+        (["--deleted-retention-days", "40000"], {}, "--deleted-retention-days"),
+        ([], {"USERS_DELETED_RETENTION_DAYS": "forever"}, "--deleted-retention-days"),
         (["--tls-cert", "/no/such/cert.pem", "--tls-key", "/no/such/key.pem"], {}, "--tls-cert"),
         (["--tls-client-ca", __file__], {}, "--tls-client-ca"),
     ],
