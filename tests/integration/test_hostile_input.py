@@ -46,7 +46,7 @@ Code = grpc.StatusCode
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
-# Generated examples per test: 17 tests, so about 425 per backend in CI and 10,000 per backend
+# Generated examples per test: 22 tests, so about 550 per backend in CI and 13,000 per backend
 # when fuzzing; the RPC tests also run their fixed hostile requests (explicit_requests).
 _EXAMPLES = {"ci": 25, "fuzz": 590}
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -248,6 +248,7 @@ def update_user_requests(world: World) -> st.SearchStrategy[Message]:
             email=draw(world.names()),
             display_name=draw(hostile_text),
             balance=draw(hostile_int64),
+            etag=draw(st.just("") | hostile_text),
         )
         request = user_service_pb2.UpdateUserRequest(user=user)
         paths = draw(st.none() | mask_paths)
@@ -320,9 +321,33 @@ RPCS = [
         IA,
     ),
     _rpc("ListUsers", list_users_requests, IA),
-    _rpc("UpdateUser", update_user_requests, NF, AE, IA),
+    _rpc("UpdateUser", update_user_requests, NF, AE, IA, Code.ABORTED),
     # INVALID_ARGUMENT for an id <= 0, as GetUser documents.
-    _rpc("DeleteUser", lambda w: st.builds(U.DeleteUserRequest, id=w.ids()), NF, FP, IA),
+    _rpc(
+        "DeleteUser",
+        lambda w: st.builds(U.DeleteUserRequest, id=w.ids(), etag=hostile_text),
+        NF,
+        FP,
+        IA,
+        Code.ABORTED,
+    ),
+    *(
+        _rpc(
+            name,
+            lambda w, request=request: st.builds(request, id=w.ids(), etag=hostile_text),
+            NF,
+            FP,
+            IA,
+            Code.ABORTED,
+        )
+        for name, request in (
+            ("UndeleteUser", U.UndeleteUserRequest),
+            ("DisableUser", U.DisableUserRequest),
+            ("EnableUser", U.EnableUserRequest),
+            ("LockUser", U.LockUserRequest),
+            ("UnlockUser", U.UnlockUserRequest),
+        )
+    ),
     _rpc(
         "AuthenticateUser",
         lambda w: st.builds(
@@ -350,6 +375,7 @@ RPCS = [
             U.CreatePostRequest, user_id=w.ids(), title=hostile_text, body=hostile_text
         ),
         NF,
+        FP,
         IA,
     ),
     _rpc(
