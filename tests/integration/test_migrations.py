@@ -170,6 +170,13 @@ async def test_upgrading_from_the_first_migration_keeps_the_data(database):
             700,
         )
         assert alice.create_time == stamp
+        # Users from before the lifecycle columns are active, undeleted, version 1.
+        assert (alice.state, alice.version, alice.delete_time, alice.purge_time) == (
+            1,
+            1,
+            None,
+            None,
+        )
         post = await PostRow.get(user_id=alice.id)
         assert (post.title, post.body, post.create_time) == ("Hello", "First!", stamp)
         deposit = await LedgerRow.get(request_id="req-1")
