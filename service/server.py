@@ -32,6 +32,7 @@ from service.domain.money import Money
 from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
 from service.domain.posts import Posts
+from service.domain.signups import Signups
 from service.domain.users import Accounts
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class UsersServer:
         )
         retention = timedelta(days=self.settings.deleted_retention_days)
         accounts = Accounts(self.hasher, tokens, retention=retention)
-        servicer = UserServicer(accounts, Posts(tokens), Money(tokens))
+        servicer = UserServicer(accounts, Posts(tokens), Money(tokens), Signups(self.hasher))
         guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
         guard.guard_servicer(servicer, user_service_pb2.DESCRIPTOR.services_by_name["UserService"])
         user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)

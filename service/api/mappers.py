@@ -7,14 +7,22 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from users.v1 import resources_pb2
+from users.v1 import resources_pb2, user_service_pb2
 
 from service.domain.errors import InvalidArgument
+from service.domain.signups import NewUser
 
 if TYPE_CHECKING:
     from service.domain.entities import Post, Transfer, User
 
-__all__ = ["datetime_or_none", "post_to_proto", "transfer_to_proto", "user_to_proto"]
+__all__ = [
+    "datetime_or_none",
+    "new_user_of",
+    "post_to_proto",
+    "preview_to_proto",
+    "transfer_to_proto",
+    "user_to_proto",
+]
 
 
 def _timestamp(value: datetime) -> Timestamp:
@@ -54,6 +62,26 @@ def user_to_proto(user: User) -> resources_pb2.User:
     if user.posts is not None:
         message.posts.extend(post_to_proto(p) for p in user.posts)
     return message
+
+
+def preview_to_proto(user: User) -> resources_pb2.User:
+    """A validate-only result (aip.dev/163): what the server would assign stays unset."""
+    message = user_to_proto(user)
+    for field in ("id", "etag", "create_time", "update_time"):
+        message.ClearField(field)
+    return message
+
+
+def new_user_of(request: user_service_pb2.CreateUserRequest) -> NewUser:
+    return NewUser(
+        username=request.username,
+        email=request.email,
+        display_name=request.display_name,
+        password=request.password,
+        password_hash=request.password_hash,
+        request_id=request.request_id,
+        validate_only=request.validate_only,
+    )
 
 
 def post_to_proto(post: Post) -> resources_pb2.Post:

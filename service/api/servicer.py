@@ -13,7 +13,9 @@ from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
 from service.api.mappers import (
     datetime_or_none,
+    new_user_of,
     post_to_proto,
+    preview_to_proto,
     transfer_to_proto,
     user_to_proto,
 )
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from service.domain.money import Money
     from service.domain.posts import Posts
+    from service.domain.signups import Signups
     from service.domain.users import Accounts
 
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -33,21 +36,23 @@ __all__ = ["UserServicer"]
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, accounts: Accounts, posts: Posts, money: Money) -> None:
+    def __init__(self, accounts: Accounts, posts: Posts, money: Money, signups: Signups) -> None:
         self._accounts = accounts
         self._posts = posts
         self._money = money
+        self._signups = signups
 
     async def CreateUser(
         self, request: user_service_pb2.CreateUserRequest, context: Context
     ) -> resources_pb2.User:
-        user = await self._accounts.create(
-            username=request.username,
-            password=request.password,
-            email=request.email,
-            display_name=request.display_name,
-        )
-        return user_to_proto(user)
+        user = await self._signups.create(new_user_of(request))
+        return preview_to_proto(user) if request.validate_only else user_to_proto(user)
+
+    async def BatchCreateUsers(
+        self, request: user_service_pb2.BatchCreateUsersRequest, context: Context
+    ) -> user_service_pb2.BatchCreateUsersResponse:
+        users = await self._signups.batch_create([new_user_of(r) for r in request.requests])
+        return user_service_pb2.BatchCreateUsersResponse(users=[user_to_proto(u) for u in users])
 
     async def GetUser(
         self, request: user_service_pb2.GetUserRequest, context: Context
@@ -102,7 +107,11 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             "display_name": request.user.display_name,
         }
         user = await self._accounts.update(
-            request.user.id, values, list(request.update_mask.paths), etag=request.user.etag
+            request.user.id,
+            values,
+            list(request.update_mask.paths),
+            etag=request.user.etag,
+            validate_only=request.validate_only,
         )
         return user_to_proto(user)
 

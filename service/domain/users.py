@@ -17,6 +17,7 @@ from service.domain.errors import (
 )
 from service.domain.lifecycle import STATE_CHANGES, State, parse_etag
 from service.domain.pagination import check_page_size
+from service.domain.previews import preview_update
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -63,7 +64,7 @@ class UserPage:
 
 
 class Accounts:
-    """Creating, reading, changing and authenticating users."""
+    """Reading, changing and authenticating users (creating them: service.domain.signups)."""
 
     def __init__(
         self,
@@ -75,22 +76,6 @@ class Accounts:
         self._hasher = hasher
         self._tokens = page_tokens
         self._retention = retention
-
-    async def create(self, *, username: str, password: str, email: str, display_name: str) -> User:
-        found = rules.Violations()
-        name = found.check(rules.check_username, username)
-        address = found.check(rules.check_email, email)
-        secret = found.check(rules.check_password, password)
-        shown = found.check(rules.check_display_name, display_name)
-        found.raise_if_any()
-        return await users_db.insert_user(
-            username=name,
-            username_key=name.key,
-            email=address,
-            email_key=address.key,
-            display_name=shown,
-            password_hash=await self._hasher.hash(secret),
-        )
 
     async def get(
         self, user_id: int, *, with_posts: bool = False, show_deleted: bool = False
@@ -171,7 +156,13 @@ class Accounts:
         return UserPage(users, next_token, await users_db.count_users(query))
 
     async def update(
-        self, user_id: int, values: Mapping[str, str], paths: Sequence[str], *, etag: str = ""
+        self,
+        user_id: int,
+        values: Mapping[str, str],
+        paths: Sequence[str],
+        *,
+        etag: str = "",
+        validate_only: bool = False,
     ) -> User:
         rules.check_id(user_id, "user.id")
         version = parse_etag(etag, user_id, "user.etag")
@@ -189,6 +180,8 @@ class Accounts:
                 rules.check_display_name, values["display_name"], "user.display_name"
             )
         found.raise_if_any()
+        if validate_only:
+            return await preview_update(user_id, changes, version=version)
         return await users_db.update_user(user_id, changes, version=version)
 
     async def delete(self, user_id: int, *, etag: str = "") -> None:
