@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -26,7 +27,7 @@ ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
 
 def request(**fields: str) -> user_service_pb2.CreateUserRequest:
-    values = {
+    values: dict[str, Any] = {
         "username": "alice",
         "password": PASSWORD,
         "email": "alice@example.com",

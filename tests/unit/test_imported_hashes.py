@@ -177,7 +177,7 @@ async def test_a_batch_hashes_in_order_with_at_most_half_the_pool():
             return "h$" + password
 
     context = Recording()
-    hasher = PasswordHasher(threads=4, context=context)  # type: ignore[arg-type]
+    hasher = PasswordHasher(threads=4, context=context)
     try:
         batch = asyncio.ensure_future(hasher.hash_many([f"p{i}" for i in range(10)]))
         await asyncio.sleep(0.005)
