@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -159,3 +160,21 @@ async def test_request_ids_of_creates_and_deposits_are_separate(stub):
         user_service_pb2.DepositRequest(user_id=user.id, amount=5, request_id=key)
     )
     assert deposited.balance == 5
+
+
+async def test_purging_the_user_frees_its_request_id(service, stub):
+    from service.db.models import CreateRequestRow
+    from service.domain.users import purge_deleted_users
+
+    key = str(uuid.uuid4())
+    first = await stub.CreateUser(request(key))
+    await stub.DeleteUser(user_service_pb2.DeleteUserRequest(id=first.id))
+    with service.server.database.activate():
+        assert await CreateRequestRow.filter(request_id=key).count() == 1
+        assert await purge_deleted_users(datetime.now(UTC) + timedelta(days=31)) == 1
+        assert await CreateRequestRow.filter(request_id=key).count() == 0
+
+    # The purged user's name is free again, and the request id now creates anew.
+    again = await stub.CreateUser(request(key))
+    assert again.id != first.id
+    assert again.state == resources_pb2.ACTIVE
