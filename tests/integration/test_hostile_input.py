@@ -46,7 +46,7 @@ Code = grpc.StatusCode
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
-# Generated examples per test: 22 tests, so about 550 per backend in CI and 13,000 per backend
+# Generated examples per test: 23 tests, so about 575 per backend in CI and 13,600 per backend
 # when fuzzing; the RPC tests also run their fixed hostile requests (explicit_requests).
 _EXAMPLES = {"ci": 25, "fuzz": 590}
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -239,6 +239,30 @@ def list_users_requests(world: World) -> st.SearchStrategy[Message]:
     return build()
 
 
+# Imported hashes: valid ones of two schemes, and ones refused for cost or format.
+HASHES = [
+    "$2b$04$" + "." * 53,
+    "$pbkdf2-sha256$1000$c29tZXNhbHQ$" + "A" * 43,
+    "$2b$31$" + "." * 53,
+    "$6$rounds=5000$saltsalt$",
+    "5f4dcc3b5aa765d61d8327deb882cf99",
+]
+
+
+def create_user_requests(world: World) -> st.SearchStrategy[Message]:
+    return st.builds(
+        U.CreateUserRequest,
+        username=world.names(),
+        # Mostly valid passwords, so that the other fields are what is judged.
+        password=st.one_of(st.just(PASSWORD), st.just(""), hostile_text),
+        email=world.names(),
+        display_name=hostile_text,
+        password_hash=st.one_of(st.just(""), st.sampled_from(HASHES), hostile_text),
+        request_id=st.one_of(st.just(""), st.uuids().map(str), hostile_text),
+        validate_only=st.booleans(),
+    )
+
+
 def update_user_requests(world: World) -> st.SearchStrategy[Message]:
     @st.composite
     def build(draw: st.DrawFn) -> Message:
@@ -250,7 +274,7 @@ def update_user_requests(world: World) -> st.SearchStrategy[Message]:
             balance=draw(hostile_int64),
             etag=draw(st.just("") | hostile_text),
         )
-        request = user_service_pb2.UpdateUserRequest(user=user)
+        request = user_service_pb2.UpdateUserRequest(user=user, validate_only=draw(st.booleans()))
         paths = draw(st.none() | mask_paths)
         if paths is not None:
             request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=paths))
@@ -288,13 +312,14 @@ IA, NF, AE, FP = (
 RPCS = [
     _rpc(
         "CreateUser",
+        create_user_requests,
+        IA,
+        AE,
+    ),
+    _rpc(
+        "BatchCreateUsers",
         lambda w: st.builds(
-            U.CreateUserRequest,
-            username=w.names(),
-            # Mostly valid passwords, so that the other fields are what is judged.
-            password=st.one_of(st.just(PASSWORD), hostile_text),
-            email=w.names(),
-            display_name=hostile_text,
+            U.BatchCreateUsersRequest, requests=st.lists(create_user_requests(w), max_size=4)
         ),
         IA,
         AE,
