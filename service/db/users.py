@@ -268,7 +268,11 @@ def _after(
 
 
 async def _write(
-    user_id: int, version: int | None, guards: Mapping[str, Any], changes: Mapping[str, Any]
+    user_id: int,
+    version: int | None,
+    guards: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    now: datetime | None = None,
 ) -> bool:
     """One guarded UPDATE of a user that bumps its version; whether it matched.
 
@@ -278,9 +282,9 @@ async def _write(
     rows = UserRow.filter(id=user_id, **guards)
     if version is not None:
         rows = rows.filter(version=version)
-    now = datetime.now(UTC)
+    update_time = now or datetime.now(UTC)
     try:
-        return bool(await rows.update(**changes, version=F("version") + 1, update_time=now))
+        return bool(await rows.update(**changes, version=F("version") + 1, update_time=update_time))
     except IntegrityError as error:
         raise unique_violation(error) or error from None
 
@@ -316,7 +320,8 @@ async def delete_user(user_id: int, *, retention: timedelta, version: int | None
     """Soft-delete a user with a zero balance, atomically: the guards are in the UPDATE."""
     now = datetime.now(UTC)
     guards = {"delete_time__isnull": True, "balance": 0}
-    if await _write(user_id, version, guards, {"delete_time": now, "purge_time": now + retention}):
+    deletion = {"delete_time": now, "purge_time": now + retention}
+    if await _write(user_id, version, guards, deletion, now):
         return
     row = await _current(user_id)
     if row.delete_time is not None:

@@ -33,7 +33,7 @@ async def test_delete_marks_the_user_deleted_with_delete_and_purge_times(stub):
     assert before - timedelta(seconds=1) <= deleted_at <= after + timedelta(seconds=1)
     # The default retention is 30 days.
     assert deleted.purge_time.ToDatetime(tzinfo=UTC) - deleted_at == timedelta(days=30)
-    assert deleted.update_time.ToDatetime(tzinfo=UTC) >= deleted_at - timedelta(seconds=1)
+    assert deleted.update_time == deleted.delete_time
     assert deleted.username == user.username
 
 
