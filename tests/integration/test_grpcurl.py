@@ -131,3 +131,32 @@ async def test_invalid_argument_details_are_visible_to_grpcurl(grpcurl):
     violations = bad.get("field_violations", bad.get("fieldViolations"))
     fields = {v["field"] for v in violations}
     assert fields == {"username", "password", "email"}
+
+
+async def test_batch_create_imports_a_hash_and_names_a_clashing_entry(grpcurl, stub):
+    from passlib.hash import bcrypt
+
+    imported = bcrypt.using(rounds=4).hash("erin used this before")
+    entries = [
+        {"username": "erin", "email": "erin@example.com", "passwordHash": imported},
+        {"username": "frank", "email": "frank@example.com", "password": "frank picks one"},
+    ]
+    result = await grpcurl("users.v1.UserService/BatchCreateUsers", data={"requests": entries})
+    assert result.status == 0, result
+    created = json.loads(result.stdout)["users"]
+    assert [u["username"] for u in created] == ["erin", "frank"]
+    assert "hash" not in result.stdout.lower()
+    login = await stub.AuthenticateUser(
+        user_service_pb2.AuthenticateUserRequest(username="erin", password="erin used this before")
+    )
+    assert login.user.id == int(created[0]["id"])
+
+    again = [{"username": "gina", "email": "gina@example.com", "password": "gina's secret"}]
+    again.append(entries[0] | {"username": "ERIN", "email": "e2@example.com"})
+    result = await grpcurl(
+        "-format-error", "users.v1.UserService/BatchCreateUsers", data={"requests": again}
+    )
+    assert result.status == 64 + 6, result  # ALREADY_EXISTS
+    (info,) = json.loads(result.stderr)["details"]
+    assert info["reason"] == "USERNAME_TAKEN"
+    assert info["metadata"] == {"field": "requests[1].username", "index": "1"}
