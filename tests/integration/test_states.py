@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import grpc.aio
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
@@ -17,6 +20,7 @@ from tests.integration.lifecycle_helpers import (
     get,
     put_in_state,
 )
+from tests.integration.money_helpers import deposit, new_request_id
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -209,3 +213,42 @@ async def test_disabled_and_locked_users_can_still_be_read_and_updated(stub, sta
     assert [u.id for u in listed.users] == [user.id]
     assert updated.display_name == "Still here"
     assert updated.state == state
+
+
+# --- Concurrency ---------------------------------------------------------------------
+
+
+async def test_concurrent_state_changes_apply_exactly_once(stub):
+    user = await create_user(stub)
+
+    results = await asyncio.gather(
+        *(call(stub, "DisableUser", user.id) for _ in range(8)), return_exceptions=True
+    )
+
+    won = [r for r in results if isinstance(r, resources_pb2.User)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1
+    assert len(lost) == 7
+    assert all(e.code() == FAILED_PRECONDITION for e in lost)
+    assert (await get(stub, user.id)).etag == won[0].etag
+
+
+async def test_a_deposit_racing_a_delete_never_leaves_money_on_a_deleted_user(stub):
+    for _ in range(10):
+        user = await create_user(stub)
+        deposited, deleted = await asyncio.gather(
+            deposit(stub, user.id, 5, new_request_id()),
+            call(stub, "DeleteUser", user.id),
+            return_exceptions=True,
+        )
+        stored = await get(stub, user.id)
+        if isinstance(deleted, Exception):
+            # The deposit came first: the delete was refused for the balance.
+            assert isinstance(deleted, grpc.aio.AioRpcError)
+            assert deleted.code() == FAILED_PRECONDITION
+            assert (stored.state, stored.balance) == (ACTIVE, 5)
+        else:
+            # The delete came first: the deposit found no user and moved nothing.
+            assert isinstance(deposited, grpc.aio.AioRpcError)
+            assert deposited.code() == NOT_FOUND
+            assert (stored.state, stored.balance) == (DELETED, 0)
