@@ -153,7 +153,9 @@ class UserServiceServicer:
         password_hash both or neither set, a password_hash in no accepted format
         or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
         with other fields or another password), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
+        (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
+        request_id created a user that was purged at once; safe to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,7 +171,9 @@ class UserServiceServicer:
         metadata "index" the first bad entry), ALREADY_EXISTS (reason
         USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
         entry: the message and metadata "index" name the entry, metadata
-        "field" its field, "duplicate_of" the earlier entry if any).
+        "field" its field, "duplicate_of" the earlier entry if any), ABORTED
+        (reason CONCURRENCY_CONFLICT, rare: the user an entry clashed with was
+        purged meanwhile; safe to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,7 +52,9 @@ class UserServiceStub:
     password_hash both or neither set, a password_hash in no accepted format
     or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
     with other fields or another password), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
+    (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
+    request_id created a user that was purged at once; safe to retry).
     """
     BatchCreateUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.BatchCreateUsersRequest, _user_service_pb2.BatchCreateUsersResponse]
     """Creates 1-1000 users in one transaction: all of them or none
@@ -64,7 +66,9 @@ class UserServiceStub:
     metadata "index" the first bad entry), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
     entry: the message and metadata "index" name the entry, metadata
-    "field" its field, "duplicate_of" the earlier entry if any).
+    "field" its field, "duplicate_of" the earlier entry if any), ABORTED
+    (reason CONCURRENCY_CONFLICT, rare: the user an entry clashed with was
+    purged meanwhile; safe to retry).
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]
     """Returns a user by id. A soft-deleted user is returned only with
@@ -207,7 +211,9 @@ class UserServiceAsyncStub(UserServiceStub):
     password_hash both or neither set, a password_hash in no accepted format
     or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
     with other fields or another password), ALREADY_EXISTS (reason
-    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+    USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
+    (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
+    request_id created a user that was purged at once; safe to retry).
     """
     BatchCreateUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.BatchCreateUsersRequest, _user_service_pb2.BatchCreateUsersResponse]  # type: ignore[assignment]
     """Creates 1-1000 users in one transaction: all of them or none
@@ -219,7 +225,9 @@ class UserServiceAsyncStub(UserServiceStub):
     metadata "index" the first bad entry), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
     entry: the message and metadata "index" name the entry, metadata
-    "field" its field, "duplicate_of" the earlier entry if any).
+    "field" its field, "duplicate_of" the earlier entry if any), ABORTED
+    (reason CONCURRENCY_CONFLICT, rare: the user an entry clashed with was
+    purged meanwhile; safe to retry).
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Returns a user by id. A soft-deleted user is returned only with
@@ -365,7 +373,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         password_hash both or neither set, a password_hash in no accepted format
         or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
         with other fields or another password), ALREADY_EXISTS (reason
-        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs).
+        USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
+        (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
+        request_id created a user that was purged at once; safe to retry).
         """
 
     @_abc_1.abstractmethod
@@ -383,7 +393,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         metadata "index" the first bad entry), ALREADY_EXISTS (reason
         USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
         entry: the message and metadata "index" name the entry, metadata
-        "field" its field, "duplicate_of" the earlier entry if any).
+        "field" its field, "duplicate_of" the earlier entry if any), ABORTED
+        (reason CONCURRENCY_CONFLICT, rare: the user an entry clashed with was
+        purged meanwhile; safe to retry).
         """
 
     @_abc_1.abstractmethod
