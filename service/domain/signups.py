@@ -46,6 +46,8 @@ __all__ = ["MAX_BATCH_CREATE", "NewUser", "Signups"]
 
 MAX_BATCH_CREATE = 1000
 _CHECKS_PER_TURN = 50
+# Field violations listed in one error (see _invalid_entries).
+_MAX_VIOLATIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +190,14 @@ def _refuse(field: str, description: str) -> None:
 
 
 async def _check_batch(entries: Sequence[NewUser]) -> list[_Checked]:
-    """Every entry checked; one InvalidArgument names every bad field of every entry.
+    """Every entry checked; one InvalidArgument for all the bad entries.
 
     About 0.3 ms of CPU an entry (mostly e-mail syntax): the loop gets a turn
     every ``_CHECKS_PER_TURN`` entries so that 1,000 do not stall other calls.
     """
     checked: list[_Checked] = []
     violations: list[FieldViolation] = []
-    first_bad: int | None = None
+    bad_entries: list[int] = []
     for index, entry in enumerate(entries):
         if index and index % _CHECKS_PER_TURN == 0:
             await asyncio.sleep(0)
@@ -209,17 +211,35 @@ async def _check_batch(entries: Sequence[NewUser]) -> list[_Checked]:
             checked.append(_check(entry, prefix))
         except InvalidArgument as error:
             bad.extend(error.violations)
-        if bad and first_bad is None:
-            first_bad = index
+        if bad:
+            bad_entries.append(index)
         violations.extend(bad)
-    if first_bad is not None:
-        only = violations[0]
-        raise InvalidArgument(
-            violations,
-            message=f"{only.field}: {only.description}" if len(violations) == 1 else None,
-            metadata={"index": str(first_bad)},
-        )
+    if bad_entries:
+        raise _invalid_entries(violations, bad_entries[0], len(bad_entries))
     return checked
+
+
+def _invalid_entries(
+    violations: Sequence[FieldViolation], first_bad: int, bad_entries: int
+) -> InvalidArgument:
+    """One error for every bad entry, its size bounded whatever their number.
+
+    Status details travel in a trailer, and clients refuse trailers over 8-16
+    KiB (RESOURCE_EXHAUSTED instead of our answer): 1,000 bad entries would
+    need about 60 KiB. So only the first violations are listed.
+    """
+    shown = violations[:_MAX_VIOLATIONS]
+    metadata = {"index": str(first_bad), "invalid_entries": str(bad_entries)}
+    if len(violations) == 1:
+        message: str | None = f"{shown[0].field}: {shown[0].description}"
+    elif len(violations) > len(shown):
+        message = (
+            f"{len(violations)} fields of {bad_entries} entries are invalid, from "
+            f"requests[{first_bad}] on; the first {len(shown)} are listed."
+        )
+    else:
+        message = None
+    return InvalidArgument(shown, message=message, metadata=metadata)
 
 
 def _refuse_repeats(checked: Sequence[_Checked]) -> None:

@@ -177,8 +177,17 @@ async def test_every_bad_field_of_every_entry_is_named_and_nothing_is_created(st
         "requests[3].password",
         "requests[3].display_name",
     )
-    assert got.metadata["index"] == "1"
+    assert got.metadata == {"index": "1", "invalid_entries": "3"}
     assert await user_count(stub) == 0
+
+
+async def test_a_thousand_bad_entries_get_a_bounded_error_listing_the_first_fields(stub):
+    # Listing all 2,000 violations would overflow the clients' trailer limit.
+    entries = [entry(f"bad{i:04d}", email="nope", password="short") for i in range(1000)]
+    got = await failure(stub.BatchCreateUsers(batch(*entries)))
+    assert_invalid(got, *[f"requests[{i}].{f}" for i in range(5) for f in ("email", "password")])
+    assert got.metadata == {"index": "0", "invalid_entries": "1000"}
+    assert "2000 fields of 1000 entries" in got.message
 
 
 async def test_one_bad_field_is_named_in_the_message(stub):

@@ -83,4 +83,4 @@ async def test_a_batch_check_names_fields_under_the_entry_index():
     with pytest.raises(InvalidArgument) as info:
         await _check_batch(entries)
     assert {v.field for v in info.value.violations} == {"requests[1].username", "requests[1].email"}
-    assert info.value.metadata == {"index": "1"}
+    assert info.value.metadata == {"index": "1", "invalid_entries": "1"}

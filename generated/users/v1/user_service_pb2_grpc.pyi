@@ -62,8 +62,9 @@ class UserServiceStub:
     password hashes. Each entry is a CreateUserRequest with either password
     or password_hash, and without request_id or validate_only.
     Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
-    BadRequest names every bad field as requests[i].field and ErrorInfo
-    metadata "index" the first bad entry), ALREADY_EXISTS (reason
+    BadRequest names the bad fields as requests[i].field, the first 10 of
+    them, and ErrorInfo metadata "index" the first bad entry and
+    "invalid_entries" how many there are), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
     entry: the message and metadata "index" name the entry, metadata
     "field" its field, "duplicate_of" the earlier entry if any), ABORTED
@@ -221,8 +222,9 @@ class UserServiceAsyncStub(UserServiceStub):
     password hashes. Each entry is a CreateUserRequest with either password
     or password_hash, and without request_id or validate_only.
     Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
-    BadRequest names every bad field as requests[i].field and ErrorInfo
-    metadata "index" the first bad entry), ALREADY_EXISTS (reason
+    BadRequest names the bad fields as requests[i].field, the first 10 of
+    them, and ErrorInfo metadata "index" the first bad entry and
+    "invalid_entries" how many there are), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
     entry: the message and metadata "index" name the entry, metadata
     "field" its field, "duplicate_of" the earlier entry if any), ABORTED
@@ -389,8 +391,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         password hashes. Each entry is a CreateUserRequest with either password
         or password_hash, and without request_id or validate_only.
         Errors: INVALID_ARGUMENT (no entries or more than 1000; otherwise
-        BadRequest names every bad field as requests[i].field and ErrorInfo
-        metadata "index" the first bad entry), ALREADY_EXISTS (reason
+        BadRequest names the bad fields as requests[i].field, the first 10 of
+        them, and ErrorInfo metadata "index" the first bad entry and
+        "invalid_entries" how many there are), ALREADY_EXISTS (reason
         USERNAME_TAKEN or EMAIL_TAKEN, against an existing user or an earlier
         entry: the message and metadata "index" name the entry, metadata
         "field" its field, "duplicate_of" the earlier entry if any), ABORTED
