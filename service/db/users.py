@@ -14,7 +14,9 @@ from service.db.models import PostRow, UserRow
 from service.db.sql import Statement, as_datetime
 from service.domain.entities import Credentials, Post, User, UserQuery
 from service.domain.errors import (
+    Aborted,
     BalanceNotZero,
+    ConcurrencyConflict,
     EtagMismatch,
     InvalidStateTransition,
     RetentionExpired,
@@ -302,6 +304,14 @@ def _check_version(row: UserRow, version: int | None) -> None:
         raise EtagMismatch(row.id)
 
 
+def _raced(user_id: int, version: int | None) -> Aborted:
+    """The error when the row no longer explains the failed write: it changed in between.
+
+    With an etag that means it is stale; without one the write is simply safe to retry.
+    """
+    return ConcurrencyConflict() if version is None else EtagMismatch(user_id)
+
+
 async def update_user(
     user_id: int, changes: Mapping[str, str], *, version: int | None = None
 ) -> User:
@@ -311,9 +321,8 @@ async def update_user(
         if row.delete_time is not None:
             raise UserNotFound(user_id)
         _check_version(row, version)
-        # The row changed between the write and this read: its version moved on.
-        raise EtagMismatch(user_id)
-    return await get_user(user_id)
+        raise _raced(user_id, version)
+    return await get_user(user_id, show_deleted=True)
 
 
 async def delete_user(user_id: int, *, retention: timedelta, version: int | None = None) -> None:
@@ -329,7 +338,7 @@ async def delete_user(user_id: int, *, retention: timedelta, version: int | None
     _check_version(row, version)
     if row.balance != 0:
         raise BalanceNotZero(user_id)
-    raise EtagMismatch(user_id)
+    raise _raced(user_id, version)
 
 
 async def undelete_user(user_id: int, *, version: int | None = None) -> User:
@@ -344,8 +353,8 @@ async def undelete_user(user_id: int, *, version: int | None = None) -> User:
             raise InvalidStateTransition(user_id, state, "UndeleteUser", State.DELETED.name)
         if row.purge_time is not None and row.purge_time <= now:
             raise RetentionExpired(user_id, row.purge_time.isoformat())
-        raise EtagMismatch(user_id)
-    return await get_user(user_id)
+        raise _raced(user_id, version)
+    return await get_user(user_id, show_deleted=True)
 
 
 async def change_state(user_id: int, change: StateChange, *, version: int | None = None) -> User:
@@ -359,8 +368,8 @@ async def change_state(user_id: int, change: StateChange, *, version: int | None
         if row.state not in change.sources:
             state = State(row.state).name
             raise InvalidStateTransition(user_id, state, change.method, change.allowed)
-        raise EtagMismatch(user_id)
-    return await get_user(user_id)
+        raise _raced(user_id, version)
+    return await get_user(user_id, show_deleted=True)
 
 
 async def purge_deleted(now: datetime, batch_size: int = 500) -> int:

@@ -227,9 +227,10 @@ class UserServiceServicer:
         the user has not changed since that etag was read.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
         ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
-        ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
-        output-only path, invalid value, reason INVALID_ETAG for an etag this
-        service did not issue for this user).
+        ETAG_MISMATCH; or, rarely and safe to retry, CONCURRENCY_CONFLICT when
+        the user changed during a call without etag), INVALID_ARGUMENT (no mask
+        and no field given, unknown or output-only path, invalid value, reason
+        INVALID_ETAG for an etag this service did not issue for this user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -244,7 +245,8 @@ class UserServiceServicer:
         Works from ACTIVE, DISABLED and LOCKED.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
         FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
-        ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in UpdateUser),
+        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,8 +257,8 @@ class UserServiceServicer:
         Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
         purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
         user is not deleted, reason RETENTION_EXPIRED once purge_time has
-        passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
-        reason INVALID_ETAG).
+        passed), ABORTED (reason ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in
+        UpdateUser), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,8 +269,9 @@ class UserServiceServicer:
         authenticate, write posts or send money.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
         FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
-        names the current state), ABORTED (reason ETAG_MISMATCH),
-        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        names the current state), ABORTED (reason ETAG_MISMATCH, or
+        CONCURRENCY_CONFLICT as in UpdateUser), INVALID_ARGUMENT (id <= 0,
+        reason INVALID_ETAG).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -102,9 +102,10 @@ class UserServiceStub:
     the user has not changed since that etag was read.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
     ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
-    ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
-    output-only path, invalid value, reason INVALID_ETAG for an etag this
-    service did not issue for this user).
+    ETAG_MISMATCH; or, rarely and safe to retry, CONCURRENCY_CONFLICT when
+    the user changed during a call without etag), INVALID_ARGUMENT (no mask
+    and no field given, unknown or output-only path, invalid value, reason
+    INVALID_ETAG for an etag this service did not issue for this user).
     """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]
     """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
@@ -115,23 +116,25 @@ class UserServiceStub:
     Works from ACTIVE, DISABLED and LOCKED.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
     FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
-    ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in UpdateUser),
+    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
     """
     UndeleteUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UndeleteUserRequest, _resources_pb2.User]
     """Restores a soft-deleted user to the state it had before DeleteUser.
     Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
     purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
     user is not deleted, reason RETENTION_EXPIRED once purge_time has
-    passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
-    reason INVALID_ETAG).
+    passed), ABORTED (reason ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in
+    UpdateUser), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
     """
     DisableUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.DisableUserRequest, _resources_pb2.User]
     """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
     authenticate, write posts or send money.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
     FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
-    names the current state), ABORTED (reason ETAG_MISMATCH),
-    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    names the current state), ABORTED (reason ETAG_MISMATCH, or
+    CONCURRENCY_CONFLICT as in UpdateUser), INVALID_ARGUMENT (id <= 0,
+    reason INVALID_ETAG).
     """
     EnableUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.EnableUserRequest, _resources_pb2.User]
     """Enables a disabled user (DISABLED -> ACTIVE).
@@ -262,9 +265,10 @@ class UserServiceAsyncStub(UserServiceStub):
     the user has not changed since that etag was read.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
     ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
-    ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
-    output-only path, invalid value, reason INVALID_ETAG for an etag this
-    service did not issue for this user).
+    ETAG_MISMATCH; or, rarely and safe to retry, CONCURRENCY_CONFLICT when
+    the user changed during a call without etag), INVALID_ARGUMENT (no mask
+    and no field given, unknown or output-only path, invalid value, reason
+    INVALID_ETAG for an etag this service did not issue for this user).
     """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DeleteUserRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Soft-deletes a user (aip.dev/164): its state becomes DELETED, it is
@@ -275,23 +279,25 @@ class UserServiceAsyncStub(UserServiceStub):
     Works from ACTIVE, DISABLED and LOCKED.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
     FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
-    ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in UpdateUser),
+    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
     """
     UndeleteUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UndeleteUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Restores a soft-deleted user to the state it had before DeleteUser.
     Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
     purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
     user is not deleted, reason RETENTION_EXPIRED once purge_time has
-    passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
-    reason INVALID_ETAG).
+    passed), ABORTED (reason ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in
+    UpdateUser), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
     """
     DisableUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.DisableUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Disables a user (ACTIVE or LOCKED -> DISABLED): it can no longer
     authenticate, write posts or send money.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
     FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
-    names the current state), ABORTED (reason ETAG_MISMATCH),
-    INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+    names the current state), ABORTED (reason ETAG_MISMATCH, or
+    CONCURRENCY_CONFLICT as in UpdateUser), INVALID_ARGUMENT (id <= 0,
+    reason INVALID_ETAG).
     """
     EnableUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.EnableUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Enables a disabled user (DISABLED -> ACTIVE).
@@ -461,9 +467,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         the user has not changed since that etag was read.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a soft-deleted user),
         ALREADY_EXISTS (reason USERNAME_TAKEN or EMAIL_TAKEN), ABORTED (reason
-        ETAG_MISMATCH), INVALID_ARGUMENT (no mask and no field given, unknown or
-        output-only path, invalid value, reason INVALID_ETAG for an etag this
-        service did not issue for this user).
+        ETAG_MISMATCH; or, rarely and safe to retry, CONCURRENCY_CONFLICT when
+        the user changed during a call without etag), INVALID_ARGUMENT (no mask
+        and no field given, unknown or output-only path, invalid value, reason
+        INVALID_ETAG for an etag this service did not issue for this user).
         """
 
     @_abc_1.abstractmethod
@@ -480,7 +487,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Works from ACTIVE, DISABLED and LOCKED.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also when already deleted),
         FAILED_PRECONDITION (reason BALANCE_NOT_ZERO), ABORTED (reason
-        ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in UpdateUser),
+        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
         """
 
     @_abc_1.abstractmethod
@@ -493,8 +501,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: NOT_FOUND (reason USER_NOT_FOUND: no such user, or already
         purged), FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION when the
         user is not deleted, reason RETENTION_EXPIRED once purge_time has
-        passed), ABORTED (reason ETAG_MISMATCH), INVALID_ARGUMENT (id <= 0,
-        reason INVALID_ETAG).
+        passed), ABORTED (reason ETAG_MISMATCH, or CONCURRENCY_CONFLICT as in
+        UpdateUser), INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
         """
 
     @_abc_1.abstractmethod
@@ -507,8 +515,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         authenticate, write posts or send money.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
         FAILED_PRECONDITION (reason INVALID_STATE_TRANSITION, metadata "state"
-        names the current state), ABORTED (reason ETAG_MISMATCH),
-        INVALID_ARGUMENT (id <= 0, reason INVALID_ETAG).
+        names the current state), ABORTED (reason ETAG_MISMATCH, or
+        CONCURRENCY_CONFLICT as in UpdateUser), INVALID_ARGUMENT (id <= 0,
+        reason INVALID_ETAG).
         """
 
     @_abc_1.abstractmethod
