@@ -52,6 +52,10 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    auth_max_failures: int = 5
+    auth_failure_window: float = 3600.0
+    auth_lockout_base: float = 1.0
+    auth_lockout_max: float = 900.0
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -77,6 +81,14 @@ class Settings:
         _check(self.max_concurrent_rpcs >= 0, "max_concurrent_rpcs", "must not be negative")
         _check(self.max_connection_age >= 0, "max_connection_age", "must not be negative")
         _check_tls(self)
+        _check(self.auth_max_failures >= 0, "auth_max_failures", "must not be negative")
+        _check(self.auth_failure_window > 0, "auth_failure_window", "must be positive")
+        _check(self.auth_lockout_base > 0, "auth_lockout_base", "must be positive")
+        _check(
+            self.auth_lockout_max >= self.auth_lockout_base,
+            "auth_lockout_max",
+            "must be at least --auth-lockout-base",
+        )
 
     @property
     def tls(self) -> bool:
@@ -143,6 +155,10 @@ _HELP = {
     "tls_cert": "PEM certificate chain; enables TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle; requires and verifies client certificates (mTLS)",
+    "auth_max_failures": "failed password checks per login before lockouts start (0: off)",
+    "auth_failure_window": "seconds without attempts after which failures are forgotten",
+    "auth_lockout_base": "seconds of the first lockout; each later failure doubles it",
+    "auth_lockout_max": "longest lockout in seconds",
 }
 
 

@@ -31,6 +31,7 @@ from service.domain.money import Money
 from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
 from service.domain.posts import Posts
+from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ class UsersServer:
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        servicer = UserServicer(Accounts(self.hasher, tokens), Posts(tokens), Money(tokens))
+        accounts = Accounts(self.hasher, tokens, LoginThrottle(self._throttle_policy()))
+        servicer = UserServicer(accounts, Posts(tokens), Money(tokens))
         guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
         guard.guard_servicer(servicer, user_service_pb2.DESCRIPTOR.services_by_name["UserService"])
         user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
@@ -113,6 +115,15 @@ class UsersServer:
             "TLS" if self.settings.tls else "plaintext",
             self.database.dialect,
             self.worker,
+        )
+
+    def _throttle_policy(self) -> ThrottlePolicy:
+        settings = self.settings
+        return ThrottlePolicy(
+            max_failures=settings.auth_max_failures,
+            window=settings.auth_failure_window,
+            base_delay=settings.auth_lockout_base,
+            max_delay=settings.auth_lockout_max,
         )
 
     def _channel_options(self) -> list[tuple[str, Any]]:

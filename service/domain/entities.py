@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["Credentials", "Post", "Transfer", "User", "UserQuery"]
+__all__ = ["Attempts", "Credentials", "Post", "Transfer", "User", "UserQuery"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +64,13 @@ class UserQuery:
     created_before: datetime | None = None
     sort_field: str = "id"
     descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What the login throttle remembers of one key; times in ms since the epoch."""
+
+    failures: int
+    delay_ms: int
+    blocked_until_ms: int
+    last_attempt_ms: int

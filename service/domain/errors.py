@@ -16,6 +16,8 @@ to a gRPC status code in one table (``service.api.status``)::
     │   └── InsufficientFunds
     ├── Unauthenticated
     │   └── InvalidCredentials
+    ├── ResourceExhausted
+    │   └── TooManyAttempts      password checks of one login are locked out for a while
     ├── Aborted
     │   └── ConcurrencyConflict  retries were exhausted; safe to retry
     └── Unavailable
@@ -24,6 +26,7 @@ to a gRPC status code in one table (``service.api.status``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -42,6 +45,8 @@ __all__ = [
     "InvalidCredentials",
     "NotFound",
     "RequestIdReused",
+    "ResourceExhausted",
+    "TooManyAttempts",
     "Unauthenticated",
     "Unavailable",
     "UserNotFound",
@@ -62,6 +67,8 @@ class UsersError(Exception):
     """Base of every error reported to callers; never raised itself."""
 
     reason: ClassVar[str] = "UNSPECIFIED"
+    # Seconds a client should wait before retrying, when the error says so itself.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -179,6 +186,21 @@ class InvalidCredentials(Unauthenticated):
 
     def __init__(self) -> None:
         super().__init__("The username or password is incorrect.")
+
+
+class ResourceExhausted(UsersError):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class TooManyAttempts(ResourceExhausted):
+    reason = "TOO_MANY_ATTEMPTS"
+
+    def __init__(self, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"Too many failed attempts; retry in {seconds} second{'s' if seconds != 1 else ''}."
+        )
+        self.retry_after = retry_after
 
 
 class Aborted(UsersError):
