@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from service.domain.throttle import Decision
 
-__all__ = ["admit", "forget"]
+__all__ = ["admit", "forget", "sweep"]
 
 _COLUMNS = "failures, delay_ms, blocked_until_ms, last_attempt_ms"
 # Deleting stale rows on about one admitted attempt in this many keeps the
@@ -60,7 +60,7 @@ async def admit(
             update.add(f"last_attempt_ms = {update.param(state.last_attempt_ms)}")
             await update.add(f"WHERE key = {update.param(key)}").execute()
     if random.randrange(_SWEEP_EVERY) == 0:
-        await _sweep(now_ms - window_ms)
+        await sweep(now_ms - window_ms)
     return decision
 
 
@@ -82,7 +82,7 @@ async def _load(key: str, *, lock: bool) -> Attempts | None:
     return None if state.failures == 0 else state
 
 
-async def _sweep(quiet_since_ms: int) -> None:
+async def sweep(quiet_since_ms: int) -> None:
     """Delete rows with neither attempt nor lockout since ``quiet_since_ms``: they mean nothing."""
     statement = Statement("DELETE FROM auth_throttle WHERE last_attempt_ms <")
     statement.add(f"{statement.param(quiet_since_ms)} AND blocked_until_ms <")

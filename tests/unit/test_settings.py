@@ -34,6 +34,10 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
     "max_message_bytes": ("65536", "1048576", 65536, 1048576),
     "max_concurrent_rpcs": ("0", "50", 0, 50),
     "max_connection_age": ("30", "600.5", 30.0, 600.5),
+    "auth_max_failures": ("0", "10", 0, 10),
+    "auth_failure_window": ("60", "7200.5", 60.0, 7200.5),
+    "auth_lockout_base": ("0.5", "2", 0.5, 2.0),
+    "auth_lockout_max": ("60", "3600", 60.0, 3600.0),
 }
 TLS_FIELDS = {"tls_cert", "tls_key", "tls_client_ca"}
 DEFAULTS = Settings()
