@@ -183,7 +183,9 @@ class UserServiceServicer:
     def AuthenticateUser(self, request, context):
         """Checks a username (or e-mail address) and password and returns the user.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-        about the same time whether the user is unknown or the password wrong.
+        about the same time whether the user is unknown or the password wrong;
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated failures for one name, existing or not, until its lockout ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,7 +194,9 @@ class UserServiceServicer:
     def ChangePassword(self, request, context):
         """Replaces a user's password after checking the current one.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules),
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated wrong current passwords, until the account's lockout ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

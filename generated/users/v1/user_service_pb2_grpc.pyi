@@ -84,12 +84,16 @@ class UserServiceStub:
     AuthenticateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]
     """Checks a username (or e-mail address) and password and returns the user.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-    about the same time whether the user is unknown or the password wrong.
+    about the same time whether the user is unknown or the password wrong;
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated failures for one name, existing or not, until its lockout ends.
     """
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]
     """Replaces a user's password after checking the current one.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules),
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated wrong current passwords, until the account's lockout ends.
     """
     CreatePost: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]
     """Creates a post for a user.
@@ -168,12 +172,16 @@ class UserServiceAsyncStub(UserServiceStub):
     AuthenticateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.AuthenticateUserRequest, _user_service_pb2.AuthenticateUserResponse]  # type: ignore[assignment]
     """Checks a username (or e-mail address) and password and returns the user.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-    about the same time whether the user is unknown or the password wrong.
+    about the same time whether the user is unknown or the password wrong;
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated failures for one name, existing or not, until its lockout ends.
     """
     ChangePassword: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Replaces a user's password after checking the current one.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+    INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules),
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated wrong current passwords, until the account's lockout ends.
     """
     CreatePost: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Creates a post for a user.
@@ -297,7 +305,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_user_service_pb2.AuthenticateUserResponse, _abc.Awaitable[_user_service_pb2.AuthenticateUserResponse]]:
         """Checks a username (or e-mail address) and password and returns the user.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
-        about the same time whether the user is unknown or the password wrong.
+        about the same time whether the user is unknown or the password wrong;
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated failures for one name, existing or not, until its lockout ends.
         """
 
     @_abc_1.abstractmethod
@@ -308,7 +318,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Replaces a user's password after checking the current one.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), UNAUTHENTICATED (reason
-        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules).
+        INVALID_CREDENTIALS), INVALID_ARGUMENT (new password fails the rules),
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated wrong current passwords, until the account's lockout ends.
         """
 
     @_abc_1.abstractmethod
