@@ -11,8 +11,9 @@ __all__ = ["AuthThrottleRow", "LedgerRow", "PostRow", "ServiceSecret", "UserRow"
 
 class UserRow(Model):
     id = fields.BigIntField(primary_key=True)
-    # Display form (NFKC, case kept) and identity key (NFKC + casefold). The
-    # unique index on the key is what enforces uniqueness, race-free.
+    # Display form (NFKC, case kept) and identity key (NFKC + casefold + ASCII
+    # look-alikes, see service.domain.rules). The unique index on the key is
+    # what enforces uniqueness, race-free.
     username = fields.CharField(max_length=32)
     username_key = fields.CharField(max_length=96, unique=True)
     email = fields.CharField(max_length=254)
