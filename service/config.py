@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the setting.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,6 +37,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
+    # Forever by default: while the database is away the service answers
+    # health checks (NOT_SERVING) and calls (UNAVAILABLE) instead of exiting.
+    database_wait: float = math.inf
     # One core is left to the event loop, so that a storm of sign-ups cannot
     # starve reads of CPU; on one core there is no choice.
     hash_threads: int = max((os.cpu_count() or 1) - 1, 1)
@@ -61,6 +65,7 @@ class Settings:
         _check_address(self.listen, "listen")
         _check_database_url(self.database_url)
         _check(self.db_pool_size >= 1, "db_pool_size", "must be at least 1")
+        _check(self.database_wait >= 0, "database_wait", "must be 0 or more seconds, or inf")
         _check(self.hash_threads >= 1, "hash_threads", "must be at least 1")
         _check(self.workers >= 1, "workers", "must be at least 1")
         _check(
@@ -141,6 +146,10 @@ _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
     "db_pool_size": "PostgreSQL connections per worker",
+    "database_wait": (
+        "seconds to keep retrying an unreachable database at start-up, serving health"
+        " NOT_SERVING meanwhile (0: exit 1 at once; inf: until it answers)"
+    ),
     "hash_threads": "threads per worker that hash passwords (default: CPUs - 1, at least 1)",
     "workers": "server processes sharing the port (SO_REUSEPORT)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
