@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz check bench clean
+.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 
 fuzz: setup  ## Hostile-input tests with about 10,000 generated requests (CI runs a few hundred).
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/integration/test_hostile_input.py
+
+soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
+	$(PY) -m tests.soak
 
 check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 

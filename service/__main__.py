@@ -35,7 +35,17 @@ async def serve(settings: Settings, *, worker: int = 0, migrate: bool | None = N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+    # The server may still be waiting for the database: a signal ends the
+    # wait, and so does giving up on the database (--database-wait).
+    ready = asyncio.ensure_future(server.ready())
+    signalled = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({ready, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done() and ready.exception() is not None:
+        signalled.cancel()
+        await server.stop(0)
+        await ready  # raises DatabaseUnreachable or MigrationsPending: exit 1
+    await signalled
+    ready.cancel()
     log.info("signal received: draining for up to %.1fs", settings.grace_period)
     await server.stop()
 
@@ -44,7 +54,7 @@ async def migrate(settings: Settings, *, apply: bool = True) -> None:
     """Apply pending migrations, or with ``apply=False`` refuse if any are pending."""
     database = Database(settings.database_url, pool_size=1)
     try:
-        await database.connect(create_schema=apply)
+        await database.connect(create_schema=apply, wait=settings.database_wait)
         if not apply:
             await require_migrated(database)
     finally:

@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the setting.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -36,6 +37,9 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
+    # Forever by default: while the database is away the service answers
+    # health checks (NOT_SERVING) and calls (UNAVAILABLE) instead of exiting.
+    database_wait: float = math.inf
     # One core is left to the event loop, so that a storm of sign-ups cannot
     # starve reads of CPU; on one core there is no choice.
     hash_threads: int = max((os.cpu_count() or 1) - 1, 1)
@@ -53,11 +57,16 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""
     deleted_retention_days: float = 30.0
+    auth_max_failures: int = 5
+    auth_failure_window: float = 3600.0
+    auth_lockout_base: float = 1.0
+    auth_lockout_max: float = 900.0
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
         _check_database_url(self.database_url)
         _check(self.db_pool_size >= 1, "db_pool_size", "must be at least 1")
+        _check(self.database_wait >= 0, "database_wait", "must be 0 or more seconds, or inf")
         _check(self.hash_threads >= 1, "hash_threads", "must be at least 1")
         _check(self.workers >= 1, "workers", "must be at least 1")
         _check(
@@ -82,6 +91,14 @@ class Settings:
             0 <= self.deleted_retention_days <= 36500,
             "deleted_retention_days",
             "must be between 0 and 36500 days",
+        )
+        _check(self.auth_max_failures >= 0, "auth_max_failures", "must not be negative")
+        _check(self.auth_failure_window > 0, "auth_failure_window", "must be positive")
+        _check(self.auth_lockout_base > 0, "auth_lockout_base", "must be positive")
+        _check(
+            self.auth_lockout_max >= self.auth_lockout_base,
+            "auth_lockout_max",
+            "must be at least --auth-lockout-base",
         )
 
     @property
@@ -135,6 +152,10 @@ _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
     "db_pool_size": "PostgreSQL connections per worker",
+    "database_wait": (
+        "seconds to keep retrying an unreachable database at start-up, serving health"
+        " NOT_SERVING meanwhile (0: exit 1 at once; inf: until it answers)"
+    ),
     "hash_threads": "threads per worker that hash passwords (default: CPUs - 1, at least 1)",
     "workers": "server processes sharing the port (SO_REUSEPORT)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
@@ -150,6 +171,10 @@ _HELP = {
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle; requires and verifies client certificates (mTLS)",
     "deleted_retention_days": "days a deleted user can be undeleted before purge removes it",
+    "auth_max_failures": "failed password checks per login before lockouts start (0: off)",
+    "auth_failure_window": "seconds without attempts after which failures are forgotten",
+    "auth_lockout_base": "seconds of the first lockout; each later failure doubles it",
+    "auth_lockout_max": "longest lockout in seconds",
 }
 
 

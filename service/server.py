@@ -12,7 +12,7 @@ import contextlib
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import grpc.aio
@@ -22,10 +22,11 @@ from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.api.calls import CallGuard
+from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
 from service.api.servicer import UserServicer
-from service.db.database import Database
+from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
 from service.db.migrate import require_migrated
 from service.domain.money import Money
@@ -33,6 +34,7 @@ from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
 from service.domain.posts import Posts
 from service.domain.signups import Signups
+from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ __all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
 
 log = logging.getLogger("service.server")
 
-SERVICE_NAME: str = user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
+SERVICE_NAME: str = USER_SERVICE.full_name
 
 
 class BindError(RuntimeError):
@@ -68,9 +71,20 @@ class UsersServer:
         self._server: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._ready: asyncio.Task[None] | None = None
+        # Registered before the database answers; the real servicer is attached once it does.
+        self._servicer = DeferredServicer(USER_SERVICE)
 
     async def start(self, *, migrate: bool | None = None) -> None:
-        """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start."""
+        """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start.
+
+        A database that answers is prepared before anything is served: a
+        schema that is behind raises MigrationsPending here. One that cannot be
+        reached raises DatabaseUnreachable when ``database_wait`` is 0;
+        otherwise the server starts anyway, NOT_SERVING, answers UserService
+        calls with UNAVAILABLE, and a background task retries the database;
+        ``ready()`` tells when that is over.
+        """
         try:
             await self._start(self.settings.migrate_on_start if migrate is None else migrate)
         except BaseException:
@@ -78,24 +92,26 @@ class UsersServer:
             raise
 
     async def _start(self, migrate: bool) -> None:
-        await self.database.connect(create_schema=migrate)
-        if not migrate:
-            # Refuse to serve a schema this code does not expect.
-            await require_migrated(self.database)
         await self.hasher.start()
-        tokens = PageTokens(await self.database.secret("page_token_key"))
-        self.metrics.database_up.set(1)
+        # One attempt first: a database that answers is prepared (or its schema
+        # refused) before anything is served, as with no wait at all.
+        try:
+            await self._prepare(migrate, wait=0)
+            waiting = False
+        except DatabaseUnreachable as error:
+            if not (self.settings.database_wait > 0 and error.retryable):
+                raise
+            waiting = True
 
         server = grpc.aio.server(
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        retention = timedelta(days=self.settings.deleted_retention_days)
-        accounts = Accounts(self.hasher, tokens, retention=retention)
-        servicer = UserServicer(accounts, Posts(tokens), Money(tokens), Signups(self.hasher))
         guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
-        guard.guard_servicer(servicer, user_service_pb2.DESCRIPTOR.services_by_name["UserService"])
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+        guard.guard_servicer(self._servicer, USER_SERVICE)
+        # It has every method of the generated servicer, set on the instance.
+        front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(front, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -103,11 +119,50 @@ class UsersServer:
         self._server = server
         self.port = self._bind(server)
         self._start_metrics()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, NOT_SERVING)
         # Handler tasks inherit the context of the task that starts the server,
-        # and with it the active Tortoise context; so does the probe task.
+        # and with it the active Tortoise context; so do the probe task and
+        # the task that waits for the database.
         with self.database.activate():
             await server.start()
-            self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
+            if waiting:
+                self._ready = asyncio.create_task(self._become_ready(migrate), name="database-wait")
+                # Its failure is ready()'s to report; never "exception was never retrieved".
+                self._ready.add_done_callback(
+                    lambda task: None if task.cancelled() else task.exception()
+                )
+            else:
+                await self._serve()
+        if waiting:
+            log.info(
+                "listening on port %d, NOT_SERVING until the %s database answers (worker %d)",
+                self.port,
+                self.database.dialect,
+                self.worker,
+            )
+
+    async def _prepare(self, migrate: bool, *, wait: float) -> None:
+        """Reach the database (for up to ``wait`` s), check its schema, build the servicer."""
+        await self.database.connect(create_schema=migrate, wait=wait)
+        if not migrate:
+            # Refuse to serve a schema this code does not expect.
+            await require_migrated(self.database)
+        tokens = PageTokens(await self.database.secret("page_token_key"))
+        retention = timedelta(days=self.settings.deleted_retention_days)
+        throttle = LoginThrottle(self._throttle_policy())
+        accounts = Accounts(self.hasher, tokens, throttle, retention=retention)
+        signups = Signups(self.hasher)
+        self._servicer.attach(UserServicer(accounts, Posts(tokens), Money(tokens), signups))
+        self.metrics.database_up.set(1)
+
+    async def _become_ready(self, migrate: bool) -> None:
+        await self._prepare(migrate, wait=self.settings.database_wait)
+        await self._serve()
+
+    async def _serve(self) -> None:
+        """The database is there: probe it from now on and report SERVING."""
+        self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
         log.info(
@@ -117,6 +172,24 @@ class UsersServer:
             "TLS" if self.settings.tls else "plaintext",
             self.database.dialect,
             self.worker,
+        )
+
+    async def ready(self) -> None:
+        """Return once calls are served; raise what stopped the wait for the database.
+
+        DatabaseUnreachable when ``database_wait`` ran out, MigrationsPending
+        when the schema is behind and migrate-on-start is off.
+        """
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
+
+    def _throttle_policy(self) -> ThrottlePolicy:
+        settings = self.settings
+        return ThrottlePolicy(
+            max_failures=settings.auth_max_failures,
+            window=settings.auth_failure_window,
+            base_delay=settings.auth_lockout_base,
+            max_delay=settings.auth_lockout_max,
         )
 
     def _channel_options(self) -> list[tuple[str, Any]]:
@@ -198,6 +271,11 @@ class UsersServer:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close."""
         grace = self.settings.grace_period if grace is None else grace
+        if self._ready is not None and not self._ready.done():
+            # Still waiting for the database: give up, there is nothing to serve.
+            self._ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready
         if self._probe is not None:
             # Stop probing first, or a probe could flip health back to SERVING.
             self._probe.cancel()

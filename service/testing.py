@@ -16,6 +16,13 @@ Example (pytest with pytest-asyncio)::
 The server listens on a free port of 127.0.0.1, uses a private in-memory
 SQLite database unless ``database_url`` names another, and is stopped (and
 its database closed) when the block exits.
+
+Unlike ``python -m service``, it does not wait for a database it cannot reach:
+``running_service`` raises ``DatabaseUnreachable`` at once, so that a
+misconfigured test fails instead of hanging. Pass ``database_wait=SECONDS``
+to wait instead: the block is then entered as soon as the server listens,
+with health NOT_SERVING and calls UNAVAILABLE until the database answers
+(``await service.server.ready()`` waits for that).
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ async def running_service(
     ``settings`` overrides fields of ``service.config.Settings``, for example
     ``hash_threads=1``.
     """
+    # Fail fast on an unreachable database unless the caller asks to wait.
+    settings.setdefault("database_wait", 0)
     config = dataclasses.replace(
         Settings(), listen="127.0.0.1:0", database_url=database_url, grace_period=0, **settings
     )

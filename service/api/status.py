@@ -7,6 +7,7 @@ unmapped class, and a unit test walks every subclass of ``UsersError``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import grpc
@@ -31,6 +32,7 @@ STATUS_CODES: Mapping[type[errors.UsersError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Aborted: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
@@ -66,11 +68,12 @@ def to_status(error: errors.UsersError) -> grpc.Status:
                 ]
             )
         )
-    delay = _RETRY_AFTER_SECONDS.get(code)
+    delay = error.retry_after if error.retry_after is not None else _RETRY_AFTER_SECONDS.get(code)
     if delay is not None and error.retry_as_is:
-        details.append(
-            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=delay))
-        )
+        retry_delay = duration_pb2.Duration()
+        # Whole milliseconds, rounded up: retrying a moment early would be refused again.
+        retry_delay.FromMilliseconds(math.ceil(delay * 1000))
+        details.append(error_details_pb2.RetryInfo(retry_delay=retry_delay))
     return _status(code, error.message, details)
 
 

@@ -8,9 +8,13 @@ tasks created while it is current (grpc.aio's handler tasks are created by
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import logging
+import random
 import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -18,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tortoise.context import TortoiseContext
 from tortoise.exceptions import IntegrityError
 
+from service.db.errors import as_unavailable
 from service.db.migrate import apply_migrations, apps_config
 from service.db.models import ServiceSecret
 
@@ -25,6 +30,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = ["Database", "DatabaseUnreachable", "is_postgres", "redact", "with_pool_size"]
+
+log = logging.getLogger("service.db")
+
+# Waiting for the database at start-up: the first retry comes after half a
+# second, each later one waits twice as long, never more than MAX_RETRY_DELAY,
+# so that a database back after an outage is noticed within seconds.
+FIRST_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 10.0
+# One attempt to connect; asyncpg's own default (60 s) would hide the retries.
+CONNECT_TIMEOUT = 10.0
 
 
 def is_postgres(url: str) -> bool:
@@ -51,7 +66,15 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 class DatabaseUnreachable(RuntimeError):
-    """The database could not be reached at start-up."""
+    """The database could not be reached at start-up.
+
+    ``retryable`` tells a database that is away (refused, down, starting up)
+    from one that refused us for good (a wrong password).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def redact(url: str) -> str:
@@ -61,6 +84,23 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Retries:
+    """Capped exponential backoff with jitter (so that replicas spread out), until a deadline."""
+
+    def __init__(self, wait: float) -> None:
+        self._deadline = time.monotonic() + wait
+        self._delay = FIRST_RETRY_DELAY
+
+    def next_pause(self) -> float | None:
+        """Seconds to sleep before the next attempt; None once the wait is over."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            return None
+        pause = min(self._delay * random.uniform(0.8, 1.0), left)
+        self._delay = min(self._delay * 2, MAX_RETRY_DELAY)
+        return pause
 
 
 class Database:
@@ -81,31 +121,65 @@ class Database:
         with self.context:
             yield
 
-    async def connect(self, *, create_schema: bool = True) -> None:
+    async def connect(self, *, create_schema: bool = True, wait: float = 0.0) -> None:
         """Initialise Tortoise and check the database answers.
 
         ``create_schema`` applies pending migrations (``service.db.migrate``);
-        False leaves the schema untouched.
+        False leaves the schema untouched. ``wait`` is how many seconds to keep
+        retrying, with capped exponential backoff, a database that cannot be
+        reached (refused, down, starting up): 0 fails at once, ``inf`` never
+        gives up. An error no retry can fix (a refused password) fails at once.
+        Raises DatabaseUnreachable.
         """
         path = _sqlite_path(self.url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         with self.activate():
-            await self.context.init(
-                config={
-                    "connections": {self.dialect: self.url},
-                    "apps": apps_config(self.dialect),
-                }
-            )
-            # Tortoise connects lazily; fail here, not on the first request.
-            try:
-                await self.probe()
-            except Exception as error:
-                raise DatabaseUnreachable(
-                    f"cannot reach the database at {self.safe_url}: {error}"
-                ) from error
-        if create_schema:
-            await apply_migrations(self)
+            if not self.context.inited:
+                await self.context.init(
+                    config={
+                        "connections": {self.dialect: self.url},
+                        "apps": apps_config(self.dialect),
+                    }
+                )
+            retries = _Retries(wait)
+            while True:
+                reached = False
+                try:
+                    # Tortoise connects lazily; fail here, not on the first request.
+                    await asyncio.wait_for(self.probe(), CONNECT_TIMEOUT)
+                    reached = True
+                    if create_schema:
+                        await apply_migrations(self)
+                    return
+                except Exception as error:
+                    lost = as_unavailable(error) is not None
+                    pause = retries.next_pause() if lost else None
+                    if pause is None:
+                        if reached and not lost:
+                            raise  # a migration failed, not the connection
+                        within = f" within {wait:g}s" if wait and lost else ""
+                        raise DatabaseUnreachable(
+                            f"cannot reach the database at {self.safe_url}{within}:"
+                            f" {self.describe(error)}",
+                            retryable=lost,
+                        ) from error
+                    log.warning(
+                        "cannot reach the %s database at %s: %s; retrying in %.1fs",
+                        self.dialect,
+                        self.safe_url,
+                        self.describe(error),
+                        pause,
+                    )
+                    await asyncio.sleep(pause)
+
+    def describe(self, error: BaseException) -> str:
+        """An error as one log line: its type and message, the password blanked out."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        if type(error).__name__ not in text:
+            text = f"{type(error).__name__}: {text}"
+        password = urlsplit(self.url).password
+        return text.replace(password, "***") if password else text
 
     async def probe(self) -> None:
         """Run ``SELECT 1``; raises when the database cannot be reached."""

@@ -6,13 +6,21 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-__all__ = ["CreateRequestRow", "LedgerRow", "PostRow", "ServiceSecret", "UserRow"]
+__all__ = [
+    "AuthThrottleRow",
+    "CreateRequestRow",
+    "LedgerRow",
+    "PostRow",
+    "ServiceSecret",
+    "UserRow",
+]
 
 
 class UserRow(Model):
     id = fields.BigIntField(primary_key=True)
-    # Display form (NFKC, case kept) and identity key (NFKC + casefold). The
-    # unique index on the key is what enforces uniqueness, race-free.
+    # Display form (NFKC, case kept) and identity key (NFKC + casefold + ASCII
+    # look-alikes, see service.domain.rules). The unique index on the key is
+    # what enforces uniqueness, race-free.
     username = fields.CharField(max_length=32)
     username_key = fields.CharField(max_length=96, unique=True)
     email = fields.CharField(max_length=254)
@@ -106,6 +114,24 @@ class LedgerRow(Model):
             Index(fields=("from_user_id", "id")),
             Index(fields=("to_user_id", "id")),
         )
+
+
+class AuthThrottleRow(Model):
+    """Password-check attempts per login name or account (see service.domain.throttle).
+
+    Times are integer milliseconds since the epoch: the lockout arithmetic
+    is then the same plain SQL on both backends. Rows that have been quiet
+    for the whole window mean nothing any more and are deleted in passing.
+    """
+
+    key = fields.CharField(max_length=64, primary_key=True)
+    failures = fields.IntField()
+    delay_ms = fields.BigIntField()
+    blocked_until_ms = fields.BigIntField()
+    last_attempt_ms = fields.BigIntField(db_index=True)
+
+    class Meta:
+        table = "auth_throttle"
 
 
 class ServiceSecret(Model):

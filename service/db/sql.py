@@ -39,7 +39,8 @@ class Statement:
 
     def __init__(self, sql: str = "") -> None:
         self._db = client()
-        self._numbered = self._db.capabilities.dialect == "postgres"
+        self.dialect = self._db.capabilities.dialect
+        self._numbered = self.dialect == "postgres"
         self._parts = [sql] if sql else []
         self.params: list[Any] = []
 

@@ -10,7 +10,7 @@ from service.domain.lifecycle import State, etag_of
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__ = ["Credentials", "Post", "Transfer", "User", "UserQuery"]
+__all__ = ["Attempts", "Credentials", "Post", "Transfer", "User", "UserQuery"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,13 @@ class UserQuery:
     sort_field: str = "id"
     descending: bool = False
     show_deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempts:
+    """What the login throttle remembers of one key; times in ms since the epoch."""
+
+    failures: int
+    delay_ms: int
+    blocked_until_ms: int
+    last_attempt_ms: int

@@ -20,6 +20,8 @@ to a gRPC status code in one table (``service.api.status``)::
     │   └── RetentionExpired     too late to undelete
     ├── Unauthenticated
     │   └── InvalidCredentials
+    ├── ResourceExhausted
+    │   └── TooManyAttempts      password checks of one login are locked out for a while
     ├── Aborted
     │   ├── ConcurrencyConflict  retries were exhausted; safe to retry
     │   └── EtagMismatch         the user changed since the etag was read
@@ -29,6 +31,7 @@ to a gRPC status code in one table (``service.api.status``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -50,7 +53,9 @@ __all__ = [
     "InvalidStateTransition",
     "NotFound",
     "RequestIdReused",
+    "ResourceExhausted",
     "RetentionExpired",
+    "TooManyAttempts",
     "Unauthenticated",
     "Unavailable",
     "UserNotActive",
@@ -75,6 +80,8 @@ class UsersError(Exception):
     # False when resending the very same request cannot succeed (the caller
     # must re-read first), even though the status code is a retryable one.
     retry_as_is: ClassVar[bool] = True
+    # Seconds a client should wait before retrying, when the error says so itself.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -263,6 +270,21 @@ class InvalidCredentials(Unauthenticated):
 
     def __init__(self) -> None:
         super().__init__("The username or password is incorrect.")
+
+
+class ResourceExhausted(UsersError):
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class TooManyAttempts(ResourceExhausted):
+    reason = "TOO_MANY_ATTEMPTS"
+
+    def __init__(self, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"Too many failed attempts; retry in {seconds} second{'s' if seconds != 1 else ''}."
+        )
+        self.retry_after = retry_after
 
 
 class Aborted(UsersError):

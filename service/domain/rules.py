@@ -4,6 +4,30 @@ Each ``check_*`` function returns the normalised value or raises
 ``InvalidArgument`` naming the field. Identity keys (``*_key``) are what
 uniqueness is enforced on in the database; display forms keep the case the
 user chose.
+
+Username keys, and how far they go against look-alike names:
+
+1. NFKC_Casefold (NFKC, full case folding, NFKC again): compatibility forms,
+   case and digraph cases fold together ("ᴮᴵᴳᴮᴵᴿᴰ", full-width "BigBird" and "bigbird";
+   "ǅ", "Ǆ" and "dž"; "ß", "ẞ" and "ss").
+2. Look-alikes of ASCII letters become those letters: each non-ASCII letter,
+   digit or mark whose only ASCII look-alike in Unicode's confusables data
+   (UTS #39) is one letter maps to it (``service.domain.lookalikes``: Cyrillic
+   a U+0430 to "a", Greek omicron to "o", Turkish dotless i U+0131 to "i", ...). It applies
+   to the canonical decomposition, so that accented look-alikes ("ё") fold
+   with their base letter ("ë"), and a dot above an "i" or "j" is dropped: it
+   is the dot they already show, and what "İ" folds to ("i" + U+0307). So
+   "admin" spelt with a Cyrillic a or a dotless i, or "İnfo", cannot sit beside
+   "admin" and "info".
+
+What the keys deliberately do not do: fold ASCII into ASCII ("rn" and "m",
+"l", "1" and "I", "0" and "o" stay distinct; folding them would make ordinary
+names collide and change the keys of existing ASCII names), fold look-alikes
+of non-ASCII letters into each other, or fold multi-character look-alikes.
+Mixed-script names are not refused either: step 2 already gives an ASCII
+name's Cyrillic, Greek or Armenian double the same key. Display forms are
+the NFKC form as typed; only the key folds. E-mail keys are NFKC_Casefold
+only: the local part names a mailbox, and "adm\u0131n@" may be another one.
 """
 
 from __future__ import annotations
@@ -16,6 +40,7 @@ from typing import ParamSpec, TypeVar, cast
 from email_validator import EmailNotValidError, validate_email
 
 from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.lookalikes import LOOKALIKES
 
 __all__ = [
     "DISPLAY_NAME_MAX",
@@ -36,6 +61,7 @@ __all__ = [
     "check_username",
     "check_username_prefix",
     "email_key",
+    "fold_case",
     "identity_key",
     "normalise_password",
 ]
@@ -54,14 +80,55 @@ _USERNAME_PUNCTUATION = frozenset("._-")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def identity_key(text: str) -> str:
-    """NFKC_Casefold-style key: compatibility forms and case fold together.
+_TO_ASCII = str.maketrans(LOOKALIKES)
+_DOT_ABOVE = "\u0307"
+# The combining class of marks drawn above the base (U+0307's own class).
+_ABOVE = 230
+
+
+def fold_case(text: str) -> str:
+    """NFKC_Casefold-style: compatibility forms and case fold together.
 
     NFKC runs again after casefolding because folding can produce characters
-    that compose differently (Unicode's NFKC_Casefold is stable this way), so
-    the key of a key is the key itself.
+    that compose differently (Unicode's NFKC_Casefold is stable this way).
     """
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def identity_key(text: str) -> str:
+    """The key a username is unique by: case, compatibility forms and look-alikes folded.
+
+    See the module docstring for what folds and why. The key of a key is the
+    key itself, and every key is in NFKC.
+    """
+    folded = fold_case(text)
+    if folded.isascii():
+        return folded
+    decomposed = unicodedata.normalize("NFD", folded).translate(_TO_ASCII)
+    return unicodedata.normalize("NFKC", _drop_dots_on_i_and_j(decomposed))
+
+
+def _drop_dots_on_i_and_j(text: str) -> str:
+    """Drop U+0307 when it is the (only) mark above an i or a j: they show a dot already."""
+    if _DOT_ABOVE not in text:
+        return text
+    kept: list[str] = []
+    for char in text:
+        if char == _DOT_ABOVE and _base_is_i_or_j(kept):
+            continue
+        kept.append(char)
+    return "".join(kept)
+
+
+def _base_is_i_or_j(before: list[str]) -> bool:
+    """Whether the base of a mark appended now is i or j, with no other mark above between."""
+    for char in reversed(before):
+        combining = unicodedata.combining(char)
+        if combining == 0:
+            return char in "ij"
+        if combining == _ABOVE:
+            return False
+    return False
 
 
 class CheckedUsername(str):
@@ -122,7 +189,8 @@ def _username_problem(name: str) -> str | None:
 
 
 def email_key(email: str) -> str:
-    return identity_key(email)
+    """Unique case-insensitively (NFKC_Casefold); no look-alike folding, see the module doc."""
+    return fold_case(email)
 
 
 def check_email(raw: str, field: str = "email") -> CheckedEmail:

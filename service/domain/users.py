@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,12 +19,14 @@ from service.domain.errors import (
 from service.domain.lifecycle import STATE_CHANGES, State, parse_etag
 from service.domain.pagination import check_page_size
 from service.domain.previews import preview_update
+from service.domain.throttle import account_key, login_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from service.domain.pagination import PageTokens
     from service.domain.passwords import PasswordHasher
+    from service.domain.throttle import LoginThrottle
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -70,11 +73,13 @@ class Accounts:
         self,
         hasher: PasswordHasher,
         page_tokens: PageTokens,
+        throttle: LoginThrottle,
         *,
         retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         self._hasher = hasher
         self._tokens = page_tokens
+        self._throttle = throttle
         self._retention = retention
 
     async def get(
@@ -201,9 +206,15 @@ class Accounts:
         return await users_db.change_state(user_id, STATE_CHANGES[method], version=version)
 
     async def authenticate(self, identifier: str, password: str) -> User:
-        """The user with these credentials; one answer for every kind of failure."""
+        """The user with these credentials; one answer for every kind of failure.
+
+        Attempts are throttled per login name, existing or not (see
+        service.domain.throttle), before any hashing is spent on them.
+        """
         credentials = None
         key = _login_key(identifier)
+        throttle_key = _login_throttle_key(identifier, key)
+        await self._throttle.admit(throttle_key)
         if key is not None:
             credentials = await users_db.find_credentials(**key)
         stored = None if credentials is None else credentials.password_hash
@@ -212,6 +223,7 @@ class Accounts:
         result = await self._hasher.verify(rules.normalise_password(password), stored)
         if credentials is None or not result.ok or credentials.user.state != State.ACTIVE:
             raise InvalidCredentials()
+        await self._throttle.succeeded(throttle_key)
         if result.new_hash is not None:
             # Outdated scheme or parameters: upgrade while the password is at hand.
             await users_db.replace_password_hash(
@@ -226,12 +238,17 @@ class Accounts:
         rules.check_id(user_id)
         secret = rules.check_password(new, "new_password")
         credentials = await users_db.get_credentials(user_id)
+        # Ids are not secret (GetUser answers NOT_FOUND), so the check above may
+        # come first; guesses of the current password are then throttled per account.
+        throttle_key = account_key(user_id)
+        await self._throttle.admit(throttle_key)
         result = await self._hasher.verify(
             rules.normalise_password(current), credentials.password_hash
         )
         # Checking the current password is authentication: only ACTIVE users pass.
         if not result.ok or credentials.user.state != State.ACTIVE:
             raise InvalidCredentials()
+        await self._throttle.succeeded(throttle_key)
         replaced = await users_db.replace_password_hash(
             user_id,
             await self._hasher.hash(secret),
@@ -259,6 +276,14 @@ def _login_key(identifier: str) -> dict[str, str] | None:
         return {"username_key": rules.check_username(identifier).key}
     except InvalidArgument:
         return None
+
+
+def _login_throttle_key(identifier: str, key: Mapping[str, str] | None) -> str:
+    """Every spelling of one login name shares a key, whether or not it exists."""
+    if key is None:
+        return login_key("invalid", unicodedata.normalize("NFKC", identifier).casefold())
+    [(kind, identity)] = key.items()
+    return login_key(kind, identity)
 
 
 def _parse_order_by(order_by: str) -> tuple[str, bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -14,7 +15,7 @@ from tests.helpers import create_user
 Item = TypeVar("Item")
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
 
     from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
 
@@ -67,6 +68,19 @@ async def funded_user(stub: UserServiceAsyncStub, amount: int) -> resources_pb2.
         user = await deposit(stub, user.id, amount, new_request_id())
     assert user.balance == amount
     return user
+
+
+def ledger_sums(rows: Iterable[tuple[int | None, int, int]]) -> dict[int, int]:
+    """Each user's balance as the ledger tells it, from (from_user_id, to_user_id, amount) rows.
+
+    A deposit has no ``from_user_id``. Every balance must equal its sum.
+    """
+    moved: dict[int, int] = defaultdict(int)
+    for from_user_id, to_user_id, amount in rows:
+        moved[to_user_id] += amount
+        if from_user_id is not None:
+            moved[from_user_id] -= amount
+    return dict(moved)
 
 
 async def list_transfers(

@@ -9,9 +9,11 @@ import time
 import grpc
 import grpc.aio
 import pytest
+import pytest_asyncio
 from passlib.context import CryptContext
 from users.v1 import user_service_pb2
 
+from service.testing import running_service
 from tests.helpers import (
     PASSWORD,
     assert_error,
@@ -187,8 +189,16 @@ async def test_corrupt_stored_hash_fails_like_a_wrong_password(service, stub):
 # --- timing ------------------------------------------------------------------------
 
 
-async def test_unknown_user_fails_in_about_the_time_of_a_wrong_password(stub):
+@pytest_asyncio.fixture
+async def unthrottled_stub(database_url):
+    """A service without brute-force throttling, which would refuse a series of failures."""
+    async with running_service(database_url, auth_max_failures=0) as running:
+        yield running.stub
+
+
+async def test_unknown_user_fails_in_about_the_time_of_a_wrong_password(unthrottled_stub):
     """A weak check: medians of interleaved attempts stay within a factor of two."""
+    stub = unthrottled_stub
     await create_user(stub, "timed")
 
     async def seconds(request: user_service_pb2.AuthenticateUserRequest) -> float:

@@ -20,6 +20,7 @@ from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.db.models import LedgerRow
 from tests.helpers import create_user, failure
+from tests.integration.money_helpers import ledger_sums
 
 USERS = 20
 CLIENTS = 32
@@ -87,11 +88,7 @@ async def test_concurrent_transfers_keep_the_books_balanced(service):
 
     with service.server.database.activate():
         ledger = await LedgerRow.all()
-    moved: dict[int, int] = defaultdict(int)
-    for row in ledger:
-        moved[row.to_user_id] += row.amount
-        if row.from_user_id is not None:
-            moved[row.from_user_id] -= row.amount
+    moved = ledger_sums((row.from_user_id, row.to_user_id, row.amount) for row in ledger)
     assert moved == balances, "a balance differs from the sum of its ledger rows"
 
     transfers = {row.request_id: row.id for row in ledger if row.kind == "transfer"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
+import time
 
 import grpc
 import grpc.aio
@@ -136,15 +137,40 @@ async def test_migrate_creates_the_schema_and_exits_0(tmp_path):
     assert status == 0, err
 
 
-async def test_an_unreachable_database_exits_1_with_one_line_and_no_password(tmp_path):
+async def test_an_unreachable_database_with_no_wait_exits_1_with_one_line_and_no_password(
+    tmp_path,
+):
     port = free_port()  # nothing listens there
     url = f"postgres://app:s3cret-pw@127.0.0.1:{port}/users"
     listen = f"127.0.0.1:{free_port()}"
-    status, _, err = await run_cli("--listen", listen, "--database-url", url, cwd=tmp_path)
+    status, _, err = await run_cli(
+        "--listen", listen, "--database-url", url, "--database-wait", "0", cwd=tmp_path
+    )
     assert status == 1, err
     assert "s3cret-pw" not in err
     assert "Traceback" not in err
     assert any("cannot" in line and f"127.0.0.1:{port}" in line for line in err.splitlines()), err
+    assert "retrying" not in err, "--database-wait 0 fails at once"
+
+
+async def test_an_unreachable_database_is_retried_until_the_wait_runs_out_then_exits_1(tmp_path):
+    port = free_port()  # nothing listens there
+    url = f"postgres://app:s3cret-pw@127.0.0.1:{port}/users"
+    listen = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    status, _, err = await run_cli(
+        "--listen", listen, "--database-url", url, "--database-wait", "2", cwd=tmp_path
+    )
+    assert status == 1, err
+    assert time.monotonic() - started >= 2, "gave up before --database-wait ran out"
+    assert "s3cret-pw" not in err
+    assert "Traceback" not in err
+    retries = [line for line in err.splitlines() if "retrying in" in line]
+    assert len(retries) >= 2, err
+    assert all(f"app:***@127.0.0.1:{port}/users" in line for line in retries), retries
+    (gave_up,) = [line for line in err.splitlines() if "cannot start" in line]
+    assert f"127.0.0.1:{port}" in gave_up
+    assert "within 2s" in gave_up
 
 
 # -- workers ----------------------------------------------------------------

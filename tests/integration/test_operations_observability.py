@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -16,8 +17,9 @@ import asyncpg
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import field_mask_pb2
 from prometheus_client.parser import text_string_to_metric_families
-from users.v1 import user_service_pb2, user_service_pb2_grpc
+from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
 from service.db.models import UserRow
 from service.testing import running_service
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
 ACCESS_LOGGER = "service.access"
 SERVICE = "users.v1.UserService"
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 
 
 def access_entries(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -120,50 +125,171 @@ async def stored_hashes(service: RunningService) -> list[str]:
     return [str(h) for h in hashes]
 
 
-async def test_no_log_record_carries_a_password_a_stored_hash_or_a_page_token(service, caplog):
-    caplog.set_level(logging.DEBUG)
-    stub = service.stub
-    passwords = ["first secret passphrase", "second secret passphrase", "wrong secret guess"]
-    new_password = "a brand new passphrase"
-    alice = await create_user(stub, "alice", password=passwords[0])
-    await create_user(stub, "bob", password=passwords[1])
-    await create_user(stub, "carol", password=passwords[1])
-    await stub.AuthenticateUser(
-        user_service_pb2.AuthenticateUserRequest(username="alice", password=passwords[0])
-    )
-    await failure(
-        stub.AuthenticateUser(
-            user_service_pb2.AuthenticateUserRequest(username="alice", password=passwords[2])
-        )
-    )
-    await failure(
-        stub.AuthenticateUser(
-            user_service_pb2.AuthenticateUserRequest(username="nobody", password=passwords[2])
-        )
-    )
-    hashes_before = await stored_hashes(service)
-    await stub.ChangePassword(
-        user_service_pb2.ChangePasswordRequest(
-            id=alice.id, current_password=passwords[0], new_password=new_password
-        )
-    )
-    await failure(
-        stub.ChangePassword(
-            user_service_pb2.ChangePasswordRequest(
-                id=alice.id, current_password=passwords[2], new_password=new_password + "!"
-            )
-        )
-    )
-    first = await stub.ListUsers(user_service_pb2.ListUsersRequest(page_size=1))
-    token = first.next_page_token
-    assert token
-    await stub.ListUsers(user_service_pb2.ListUsersRequest(page_size=1, page_token=token))
-    hashes = set(hashes_before) | set(await stored_hashes(service))
-    assert len(hashes) == 4
+def key_spellings(key: bytes) -> set[str]:
+    """The ways a signing key could show up in a log line."""
+    return {
+        base64.b64encode(key).decode(),
+        base64.urlsafe_b64encode(key).decode().rstrip("="),
+        key.hex(),
+        repr(key)[2:-1],
+    }
 
-    secrets = {*passwords, new_password, new_password + "!", token, *hashes}
-    # The salted digest part of each hash alone must not appear either.
-    secrets |= {h.rsplit("$", 1)[-1] for h in hashes}
+
+def hash_parts(stored: str) -> set[str]:
+    """A stored hash, and its salt and digest alone ($argon2id$v=19$m=...$salt$digest)."""
+    return {stored, *(part for part in stored.split("$")[-2:] if len(part) >= 16)}
+
+
+async def test_no_log_record_of_any_rpc_carries_a_password_a_hash_or_a_signing_key(
+    database_url, caplog
+):
+    """Every RPC, succeeding and failing (throttled included), at DEBUG on every logger.
+
+    No record may carry a password (right, wrong, new or refused), a stored
+    hash or its salt or digest, the page-token signing key, or a page token.
+    The test fails when the service gains an RPC it does not call, so that the
+    new one is added here.
+    """
+    caplog.set_level(logging.DEBUG)
+    U = user_service_pb2
+    async with running_service(
+        database_url, auth_max_failures=2, auth_lockout_base=60, auth_lockout_max=60
+    ) as running:
+        stub = stub_of(running)
+        passwords = ["first secret passphrase", "second secret passphrase"]
+        wrong, new_password = "wrong secret guess", "a brand new passphrase"
+        refused = ["tiny-pw", "x" * 300 + "-refused-secret"]
+        calls: list[str] = []
+
+        async def ok(name: str, request: Any) -> Any:
+            calls.append(name)
+            return await getattr(stub, name)(request)
+
+        async def fails(name: str, request: Any) -> grpc.StatusCode:
+            calls.append(name)
+            return (await failure(getattr(stub, name)(request))).code
+
+        alice = await ok(
+            "CreateUser", U.CreateUserRequest(
+                username="alice", password=passwords[0], email="alice@example.com"
+            ),
+        )  # fmt: skip
+        bob = await ok(
+            "CreateUser",
+            U.CreateUserRequest(username="bob", password=passwords[1], email="bob@example.com"),
+        )
+        for password in refused:
+            request = U.CreateUserRequest(username="carol", password=password, email="c@e.com")
+            assert await fails("CreateUser", request) == grpc.StatusCode.INVALID_ARGUMENT
+        taken = U.CreateUserRequest(username="ALICE", password=wrong, email="a2@example.com")
+        assert await fails("CreateUser", taken) == grpc.StatusCode.ALREADY_EXISTS
+
+        await ok("GetUser", U.GetUserRequest(id=alice.id, view=resources_pb2.USER_VIEW_FULL))
+        assert await fails("GetUser", U.GetUserRequest(id=alice.id + 1000)) == NOT_FOUND
+        await ok("LookupUser", U.LookupUserRequest(username="Alice"))
+        await ok("LookupUser", U.LookupUserRequest(email="bob@example.com"))
+        assert await fails("LookupUser", U.LookupUserRequest(username="nobody")) == NOT_FOUND
+        await ok("BatchGetUsers", U.BatchGetUsersRequest(ids=[alice.id, bob.id]))
+        assert await fails("BatchGetUsers", U.BatchGetUsersRequest(ids=[999_999])) == NOT_FOUND
+
+        first = await ok("ListUsers", U.ListUsersRequest(page_size=1))
+        tokens = [first.next_page_token]
+        await ok("ListUsers", U.ListUsersRequest(page_size=1, page_token=tokens[0]))
+        forged = tokens[0][:-2] + ("AA" if not tokens[0].endswith("AA") else "BB")
+        bad_list = U.ListUsersRequest(page_size=1, page_token=forged)
+        assert await fails("ListUsers", bad_list) == INVALID_ARGUMENT
+
+        mask = field_mask_pb2.FieldMask(paths=["display_name"])
+        user = resources_pb2.User(id=alice.id, display_name="Alice A.")
+        await ok("UpdateUser", U.UpdateUserRequest(user=user, update_mask=mask))
+        steal = U.UpdateUserRequest(
+            user=resources_pb2.User(id=bob.id, username="alice"),
+            update_mask=field_mask_pb2.FieldMask(paths=["username"]),
+        )
+        assert await fails("UpdateUser", steal) == grpc.StatusCode.ALREADY_EXISTS
+        bad_mask = U.UpdateUserRequest(
+            user=user, update_mask=field_mask_pb2.FieldMask(paths=["password_hash"])
+        )
+        assert await fails("UpdateUser", bad_mask) == INVALID_ARGUMENT
+
+        login = U.AuthenticateUserRequest
+        await ok("AuthenticateUser", login(username="alice", password=passwords[0]))
+        await ok("AuthenticateUser", login(username="bob@example.com", password=passwords[1]))
+        assert await fails("AuthenticateUser", login(username="nobody", password=wrong)) == UNAUTH
+        codes = [
+            await fails("AuthenticateUser", login(username="alice", password=wrong))
+            for _ in range(3)
+        ]
+        assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED, codes
+        # Throttled: even the right password is refused now.
+        throttled = login(username="alice", password=passwords[0])
+        assert await fails("AuthenticateUser", throttled) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        change = U.ChangePasswordRequest
+        await ok("ChangePassword", change(
+            id=bob.id, current_password=passwords[1], new_password=new_password
+        ))  # fmt: skip
+        bad_new = change(id=bob.id, current_password=new_password, new_password=refused[0])
+        assert await fails("ChangePassword", bad_new) == INVALID_ARGUMENT
+        guesses = [
+            await fails(
+                "ChangePassword",
+                change(id=bob.id, current_password=wrong, new_password=new_password + "!"),
+            )
+            for _ in range(3)
+        ]
+        assert guesses[0] == grpc.StatusCode.UNAUTHENTICATED, guesses
+        assert guesses[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED, guesses
+
+        for i in range(3):
+            await ok("CreatePost", U.CreatePostRequest(user_id=alice.id, title=f"t{i}", body="b"))
+        no_author = U.CreatePostRequest(user_id=999_999, title="t", body="b")
+        assert await fails("CreatePost", no_author) == NOT_FOUND
+        posts = await ok("ListPosts", U.ListPostsRequest(user_id=alice.id, page_size=1))
+        tokens.append(posts.next_page_token)
+        await ok("ListPosts", U.ListPostsRequest(user_id=alice.id, page_token=tokens[-1]))
+        bad_posts = U.ListPostsRequest(user_id=alice.id, page_token=tokens[0])
+        assert await fails("ListPosts", bad_posts) == INVALID_ARGUMENT
+
+        await ok("Deposit", U.DepositRequest(user_id=alice.id, amount=100))
+        assert await fails("Deposit", U.DepositRequest(user_id=alice.id, amount=-5)) == (
+            INVALID_ARGUMENT
+        )
+        send = U.TransferFundsRequest
+        for i in range(2):
+            await ok("TransferFunds", send(
+                from_user_id=alice.id, to_user_id=bob.id, amount=10, request_id=f"r{i}"
+            ))  # fmt: skip
+        too_much = send(from_user_id=bob.id, to_user_id=alice.id, amount=10**9)
+        assert await fails("TransferFunds", too_much) == grpc.StatusCode.FAILED_PRECONDITION
+        moves = await ok("ListTransfers", U.ListTransfersRequest(user_id=alice.id, page_size=1))
+        tokens.append(moves.next_page_token)
+        await ok("ListTransfers", U.ListTransfersRequest(user_id=alice.id, page_token=tokens[-1]))
+        bad_moves = U.ListTransfersRequest(user_id=alice.id, page_token=forged)
+        assert await fails("ListTransfers", bad_moves) == INVALID_ARGUMENT
+
+        rich = await ok("CreateUser", U.CreateUserRequest(
+            username="dave", password=passwords[0], email="dave@example.com"
+        ))  # fmt: skip
+        await ok("DeleteUser", U.DeleteUserRequest(id=rich.id))
+        assert await fails("DeleteUser", U.DeleteUserRequest(id=rich.id)) == NOT_FOUND
+        with_money = U.DeleteUserRequest(id=alice.id)
+        assert await fails("DeleteUser", with_money) == grpc.StatusCode.FAILED_PRECONDITION
+
+        entries = await logged_calls(caplog, len(calls))
+        signing_key = await running.server.database.secret("page_token_key")
+        hashes = set(await stored_hashes(running))
+
+    every_rpc = set(user_service_pb2.DESCRIPTOR.services_by_name["UserService"].methods_by_name)
+    assert set(calls) == every_rpc, f"call these RPCs here too: {sorted(every_rpc - set(calls))}"
+    assert [e["method"].rsplit("/", 1)[-1] for e in entries] == calls
+    assert all(tokens)
+    assert len(hashes) == 2
+
+    secrets = {*passwords, wrong, new_password, new_password + "!", *refused, *tokens}
+    secrets |= key_spellings(signing_key)
+    for stored in hashes:
+        secrets |= hash_parts(stored)
     assert caplog.records, "DEBUG logging of the service was captured"
     for record in caplog.records:
         texts = [record.getMessage(), repr(record.args), record.exc_text or ""]

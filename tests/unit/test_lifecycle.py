@@ -12,6 +12,7 @@ from service.domain.entities import Credentials, User
 from service.domain.errors import InvalidCredentials, InvalidEtag
 from service.domain.lifecycle import STATE_CHANGES, State, etag_of, parse_etag
 from service.domain.passwords import Verification
+from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 
 
@@ -95,7 +96,8 @@ async def test_an_inactive_user_is_refused_after_the_same_verification_as_anyone
 
     monkeypatch.setattr(accounts_module.users_db, "find_credentials", find_credentials)
     monkeypatch.setattr(accounts_module.users_db, "replace_password_hash", replace_password_hash)
-    accounts = Accounts(hasher, page_tokens=None)  # type: ignore[arg-type]
+    unthrottled = LoginThrottle(ThrottlePolicy(max_failures=0))
+    accounts = Accounts(hasher, page_tokens=None, throttle=unthrottled)  # type: ignore[arg-type]
 
     with pytest.raises(InvalidCredentials):
         await accounts.authenticate("ann", "the right password")

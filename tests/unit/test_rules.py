@@ -16,6 +16,7 @@ from service.domain.rules import (
     check_password,
     check_username,
     email_key,
+    fold_case,
     identity_key,
     normalise_password,
 )
@@ -39,22 +40,59 @@ def violated_fields(error: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:
         ("Ǆ", "dž"),
         ("Straße", "strasse"),
         ("ﬁle", "file"),
-        ("ΣΊΣΥΦΟΣ", "σίσυφοσ"),
         ("Ⅻ", "xii"),
     ],
     ids=["ascii", "fullwidth", "modifier-letters", "titlecase-digraph", "capital-digraph",
-         "sharp-s", "ligature", "greek-final-sigma", "roman-numeral"],
+         "sharp-s", "ligature", "roman-numeral"],
 )  # fmt: skip
 def test_identity_key_is_nfkc_and_casefolded(text, key):
     assert identity_key(text) == key
+    assert fold_case(text) == key
+
+
+def test_fold_case_folds_case_and_final_sigma_and_nothing_else():
+    assert fold_case("ΣΊΣΥΦΟΣ") == "σίσυφοσ"
+    assert fold_case("Adm\u0131n") == "adm\u0131n"
+
+
+@pytest.mark.parametrize(
+    ("spoof", "name"),
+    [("\u0430dmin", "admin"), ("\u0430\u0501m\u0456n", "admin"), ("\u0391DMIN", "admin"),
+     ("adm\u0131n", "admin"), ("ADM\u0131N", "admin"), ("\u0130nfo", "info"),
+     ("\u0130NFO", "info"), ("i\u0307nfo", "info"), ("\u0251lice", "alice"),
+     ("\u0440\u0430\u0443\u0440\u0430l", "paypal"), ("\u0455\u0443\u0455", "sys"),
+     ("\u043e\u0440\u0435r\u0430tor", "operator"), ("r\u03bf\u03bft", "root"),
+     ("\u0451", "\u00eb"), ("\u0456\u0308", "\u00ef")],
+    ids=["cyrillic-a", "cyrillic-a-d-i", "greek-capital-alpha", "dotless-i", "dotless-i-upper",
+         "capital-dotted-i", "capital-dotted-i-upper", "i-dot-above", "latin-alpha",
+         "whole-cyrillic", "whole-cyrillic-dze", "mostly-cyrillic", "greek-omicron",
+         "accented-cyrillic", "cyrillic-i-diaeresis"],
+)  # fmt: skip
+def test_look_alikes_of_ascii_letters_share_the_ascii_key(spoof, name):
+    assert spoof != name
+    assert identity_key(spoof) == identity_key(name)
+
+
+def test_ascii_never_folds_into_other_ascii():
+    # "rn"/"m", "l"/"1"/"I", "0"/"o" look alike in some fonts; keys keep them apart.
+    keys = [identity_key(n) for n in ["corn", "com", "bill", "bi11", "biII", "b0b", "bob"]]
+    assert len(set(keys)) == len(keys)
+
+
+def test_an_i_with_another_mark_above_keeps_its_dot_above():
+    # Only a dot that merges with the i's own dot is dropped.
+    assert identity_key("i\u0301\u0307") != identity_key("i\u0301")
+    assert identity_key("i\u0323\u0307") == identity_key("i\u0323")
 
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [("ᴮᴵᴳᴮᴵᴿᴰ", "bigbird"), ("ǅ", "dž"), ("ǅ", "Ǆ"), ("straße", "strasse"),
-     ("STRASSE", "straße"), ("e\u0301", "\u00e9"), ("\u212b", "\u00c5")],
-    ids=["modifier-letters", "titlecase-digraph", "digraph-cases", "sharp-s", "sharp-s-upper",
-         "combining-accent", "angstrom-sign"],
+    [("ᴮᴵᴳᴮᴵᴿᴰ", "bigbird"), ("ǅ", "dž"), ("ǅ", "Ǆ"), ("Ǆ", "dž"), ("straße", "strasse"),
+     ("STRASSE", "straße"), ("\u1e9e", "ss"), ("\u1e9e", "\u00df"), ("e\u0301", "\u00e9"),
+     ("\u212b", "\u00c5"), (fullwidth("BigBird"), "bigbird")],
+    ids=["modifier-letters", "titlecase-digraph", "digraph-cases", "capital-digraph",
+         "sharp-s", "sharp-s-upper", "capital-sharp-s", "capital-and-small-sharp-s",
+         "combining-accent", "angstrom-sign", "fullwidth"],
 )  # fmt: skip
 def test_equivalent_spellings_share_one_key(a, b):
     assert a != b
@@ -77,15 +115,36 @@ def test_identity_key_is_idempotent_for_every_code_point():
     assert not_stable == []
 
 
-@pytest.mark.parametrize("text", ["Straße", "ǅemal", "ᴮᴵᴳᴮᴵᴿᴰ", "Ὀδυσσεύς", "İstanbul", "ﬃ"])
+@pytest.mark.parametrize(
+    "text",
+    ["Straße", "ǅemal", "ᴮᴵᴳᴮᴵᴿᴰ", "Ὀδυσσεύς", "İstanbul", "ﬃ", "\u0430dm\u0131n", "ΣΊΣΥΦΟΣ",
+     "Ёлка", "i\u0307\u0307", "\u0130\u0307", "\u0131\u0307\u0308"],
+)  # fmt: skip
 def test_identity_key_of_a_key_is_the_key(text):
     key = identity_key(text)
     assert identity_key(key) == key
     assert unicodedata.is_normalized("NFKC", key)
 
 
+def test_identity_key_is_idempotent_for_every_code_point_after_an_i():
+    # Marks and look-alikes interact with the letter before them (composition, dots on i).
+    not_stable = []
+    for code_point in range(0x250, 0x2000):
+        text = "\u0131" + chr(code_point)
+        key = identity_key(text)
+        if identity_key(key) != key or not unicodedata.is_normalized("NFKC", key):
+            not_stable.append(f"U+{code_point:04X}")
+    assert not_stable == []
+
+
 def test_email_key_ignores_case_of_local_part_and_domain():
     assert email_key("Alice.Smith@Example.COM") == email_key("alice.smith@example.com")
+
+
+def test_email_key_folds_case_but_not_look_alikes():
+    # A local part names a mailbox: "adm\u0131n@" may be someone else's address.
+    assert email_key("ADMIN@example.com") == "admin@example.com"
+    assert email_key("adm\u0131n@example.com") != email_key("admin@example.com")
 
 
 # --- usernames ---------------------------------------------------------------------

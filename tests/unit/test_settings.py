@@ -23,6 +23,7 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
         "postgres://app@db.internal:5432/users",
     ),
     "db_pool_size": ("3", "4", 3, 4),
+    "database_wait": ("0", "30.5", 0.0, 30.5),
     "hash_threads": ("5", "6", 5, 6),
     "workers": ("2", "3", 2, 3),
     "grace_period": ("2.5", "0", 2.5, 0.0),
@@ -35,6 +36,10 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
     "max_concurrent_rpcs": ("0", "50", 0, 50),
     "max_connection_age": ("30", "600.5", 30.0, 600.5),
     "deleted_retention_days": ("7", "0.5", 7.0, 0.5),
+    "auth_max_failures": ("0", "10", 0, 10),
+    "auth_failure_window": ("60", "7200.5", 60.0, 7200.5),
+    "auth_lockout_base": ("0.5", "2", 0.5, 2.0),
+    "auth_lockout_max": ("60", "3600", 60.0, 3600.0),
 }
 TLS_FIELDS = {"tls_cert", "tls_key", "tls_client_ca"}
 DEFAULTS = Settings()
@@ -54,6 +59,11 @@ def test_every_setting_is_covered_by_these_tests():
 
 def test_with_neither_flags_nor_environment_every_setting_has_its_default():
     assert parse_command([], {}) == ("serve", DEFAULTS)
+
+
+def test_by_default_the_service_waits_for_its_database_as_long_as_it_takes():
+    assert DEFAULTS.database_wait == float("inf")
+    assert parse_settings(["--database-wait", "inf"], {}).database_wait == float("inf")
 
 
 def test_the_default_database_is_a_sqlite_file_under_data():
@@ -136,6 +146,9 @@ def test_migrate_is_a_command_and_serve_the_default():
         (["--metrics-listen", "9100"], {}, "--metrics-listen"),
         (["--database-url", "mysql://db/users"], {}, "--database-url"),
         (["--grace-period", "-1"], {}, "--grace-period"),
+        (["--database-wait", "-1"], {}, "--database-wait"),
+        ([], {"USERS_DATABASE_WAIT": "nan"}, "--database-wait"),
+        (["--database-wait", "forever"], {}, "--database-wait"),
         (["--grace-period", "soon"], {}, "--grace-period"),
         ([], {"USERS_ACCESS_LOG": "maybe"}, "--access-log"),
         (["--log-level", "LOUD"], {}, "--log-level"),

@@ -307,7 +307,9 @@ class UserServiceServicer:
         Only an ACTIVE user can authenticate.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
         about the same time whether the user is unknown, not ACTIVE, or the
-        password wrong.
+        password wrong; RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a
+        RetryInfo) after repeated failures for one name, existing or not, until
+        its lockout ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -319,7 +321,9 @@ class UserServiceServicer:
         check.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
         UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
-        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
+        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules),
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated wrong current passwords, until the account's lockout ends.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

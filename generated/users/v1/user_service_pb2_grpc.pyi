@@ -154,7 +154,9 @@ class UserServiceStub:
     Only an ACTIVE user can authenticate.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
     about the same time whether the user is unknown, not ACTIVE, or the
-    password wrong.
+    password wrong; RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a
+    RetryInfo) after repeated failures for one name, existing or not, until
+    its lockout ends.
     """
     ChangePassword: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]
     """Replaces a user's password after checking the current one (a write: the
@@ -162,7 +164,9 @@ class UserServiceStub:
     check.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
     UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
-    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
+    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules),
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated wrong current passwords, until the account's lockout ends.
     """
     CreatePost: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]
     """Creates a post for an ACTIVE user.
@@ -317,7 +321,9 @@ class UserServiceAsyncStub(UserServiceStub):
     Only an ACTIVE user can authenticate.
     Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
     about the same time whether the user is unknown, not ACTIVE, or the
-    password wrong.
+    password wrong; RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a
+    RetryInfo) after repeated failures for one name, existing or not, until
+    its lockout ends.
     """
     ChangePassword: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ChangePasswordRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Replaces a user's password after checking the current one (a write: the
@@ -325,7 +331,9 @@ class UserServiceAsyncStub(UserServiceStub):
     check.
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
     UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
-    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
+    is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules),
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+    repeated wrong current passwords, until the account's lockout ends.
     """
     CreatePost: _aio.UnaryUnaryMultiCallable[_user_service_pb2.CreatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Creates a post for an ACTIVE user.
@@ -561,7 +569,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Only an ACTIVE user can authenticate.
         Errors: UNAUTHENTICATED (reason INVALID_CREDENTIALS), the same answer in
         about the same time whether the user is unknown, not ACTIVE, or the
-        password wrong.
+        password wrong; RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a
+        RetryInfo) after repeated failures for one name, existing or not, until
+        its lockout ends.
         """
 
     @_abc_1.abstractmethod
@@ -575,7 +585,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         check.
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
         UNAUTHENTICATED (reason INVALID_CREDENTIALS: wrong password, or the user
-        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules).
+        is DISABLED or LOCKED), INVALID_ARGUMENT (new password fails the rules),
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTEMPTS, with a RetryInfo) after
+        repeated wrong current passwords, until the account's lockout ends.
         """
 
     @_abc_1.abstractmethod

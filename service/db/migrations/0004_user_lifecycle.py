@@ -4,7 +4,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0001_initial")]
+    dependencies = [("models", "0003_unicode_identity_keys")]
 
     initial = False
 

@@ -5,7 +5,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0002_user_lifecycle")]
+    dependencies = [("models", "0004_user_lifecycle")]
 
     initial = False
 
