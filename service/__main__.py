@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from service.api.observability import configure_access_log
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
-from service.db.migrate import MigrationsPending, require_migrated
+from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
 from service.domain.users import purge_deleted_users
 from service.server import BindError, UsersServer
 from service.workers import run_workers
@@ -97,6 +97,9 @@ def _guarded(action: Any) -> None:
         action()
     except (BindError, DatabaseUnreachable, MigrationsPending) as error:
         log.error("cannot start: %s", error)
+        sys.exit(1)
+    except MigrationFailed as error:
+        log.error("migration failed: %s", error)
         sys.exit(1)
 
 

@@ -30,7 +30,13 @@ import asyncpg
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["ClusterUnavailable", "PostgresCluster", "find_binaries", "throwaway_cluster"]
+__all__ = [
+    "ClusterUnavailable",
+    "PostgresCluster",
+    "check_available",
+    "find_binaries",
+    "throwaway_cluster",
+]
 
 RUN_AS = "postgres"
 # pg_ctl's own wait for start-up and shutdown; crash recovery after an
@@ -52,6 +58,12 @@ def find_binaries() -> Path:
         if all(os.access(Path(directory, tool), os.X_OK) for tool in ("initdb", "pg_ctl")):
             return Path(directory)
     raise ClusterUnavailable("no initdb/pg_ctl under /usr/lib/postgresql/*/bin")
+
+
+def check_available() -> None:
+    """Raise ClusterUnavailable, saying why, unless this machine can run a private cluster."""
+    find_binaries()
+    _as_cluster_owner()
 
 
 def _free_port() -> int:
@@ -106,14 +118,17 @@ class PostgresCluster:
         """initdb the cluster (blocking: done once, before any load)."""
         if self._prefix:
             os.chown(self.directory, pwd.getpwnam(RUN_AS).pw_uid, -1)
-        subprocess.run(
+        done = subprocess.run(
             self._command(
                 "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                 "--no-sync", "--no-instructions", "-E", "UTF8", "--locale", "C",
             ),
-            check=True,
             capture_output=True,
+            text=True,
+            check=False,
         )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb exited {done.returncode}: {done.stderr or done.stdout}")
 
     async def _run(self, command: list[str]) -> None:
         # Through asyncio, never blocking: the service under test may share this loop.
@@ -175,9 +190,9 @@ class PostgresCluster:
 async def throwaway_cluster(*, start: bool = True) -> AsyncIterator[PostgresCluster]:
     """A new cluster in a new temporary directory, destroyed on exit.
 
-    Raises ClusterUnavailable when the machine has no PostgreSQL binaries.
+    Raises ClusterUnavailable when the machine cannot run one.
     """
-    find_binaries()
+    check_available()
     directory = Path(tempfile.mkdtemp(prefix="users-pg-"))
     cluster = PostgresCluster(directory)
     try:

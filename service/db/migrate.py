@@ -44,6 +44,7 @@ __all__ = [
     "MIGRATIONS",
     "MODELS",
     "TORTOISE_ORM",
+    "MigrationFailed",
     "MigrationsPending",
     "apply_migrations",
     "apps_config",
@@ -87,6 +88,14 @@ class MigrationsPending(RuntimeError):
             f"({', '.join(self.names)}): run `python -m service migrate` first, "
             "or let the service apply them at start-up"
         )
+
+
+class MigrationFailed(RuntimeError):
+    """A migration refused to apply to this data; its message says what to fix.
+
+    Raised by data migrations (e.g. 0003 when two users would share a key);
+    the whole upgrade has been rolled back.
+    """
 
 
 class _Recorder(MigrationRecorder):

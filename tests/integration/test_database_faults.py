@@ -33,7 +33,12 @@ from tests.ops_helpers import (
     health_status,
     service_process,
 )
-from tests.pg_cluster import ClusterUnavailable, PostgresCluster, find_binaries, throwaway_cluster
+from tests.pg_cluster import (
+    ClusterUnavailable,
+    PostgresCluster,
+    check_available,
+    throwaway_cluster,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -52,7 +57,7 @@ RECOVERY_LIMIT = 10.0
 @pytest_asyncio.fixture
 async def cluster() -> AsyncIterator[PostgresCluster]:
     try:
-        find_binaries()
+        check_available()
     except ClusterUnavailable as error:
         pytest.skip(f"needs a private PostgreSQL cluster: {error}")
     async with throwaway_cluster() as cluster:

@@ -13,8 +13,11 @@ import pytest
 from service.db.migrate import apply_migrations, pending_migrations
 from service.domain.rules import fold_case
 from tests.integration.test_migrations import STAMP, database, migration_files, sql
+from tests.ops_helpers import run_cli, service_environment
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from service.db.database import Database
 
 __all__ = ["database"]  # the fixture, shared with test_migrations
@@ -139,3 +142,21 @@ async def test_many_rows_are_read_in_batches_and_only_changed_ones_rewritten(dat
     assert sorted(after.values())[-3:] == ["user997", "user998", "user999"]
     assert {"alice", "logan"} <= set(after.values())
     assert "user2499" in after.values()
+
+
+async def test_the_migrate_command_reports_a_collision_in_one_line_and_exits_1(
+    database, database_url, tmp_path: Path
+):
+    await at_first_migration(database)
+    admin = await insert_user(database, "admin")
+    spoof = await insert_user(database, "adm\u0131n")
+
+    status, _, stderr = await run_cli(
+        "migrate", "--database-url", database_url, env=service_environment(), cwd=tmp_path
+    )
+
+    assert status == 1, stderr
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if "migration failed" in line]
+    assert f"users {admin}, {spoof} would all have the username key 'admin'" in line
+    assert MIGRATION in await pending_migrations(database)

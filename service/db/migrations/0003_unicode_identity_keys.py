@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 
+from service.db.migrate import MigrationFailed
 from service.domain.rules import identity_key
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 BATCH = 1000
 
 
-class KeyCollision(RuntimeError):
+class KeyCollision(MigrationFailed):
     """Existing users whose names the new keys no longer tell apart."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
