@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bank_load import Audit, BankLoad, audit
+from tests.bank_load import OK, Audit, BankLoad, audit
 from tests.ops_helpers import free_port, service_process
 from tests.pg_cluster import ClusterUnavailable, PostgresCluster, throwaway_cluster
 
@@ -132,7 +132,19 @@ def _report(
     others = {c: n for c, n in codes.items() if c not in {"OK", "UNAVAILABLE"}}
     print(
         f"  OK {codes['OK']}, UNAVAILABLE {codes['UNAVAILABLE']}, other codes {others or 0}"
-        " (FAILED_PRECONDITION is a transfer beyond the balance: INSUFFICIENT_FUNDS)"
+        " (FAILED_PRECONDITION: a transfer beyond the balance, INSUFFICIENT_FUNDS;"
+        " ALREADY_EXISTS: a resent sign-up whose earlier attempt was applied)"
+    )
+    sign_ups = [c for c in load.calls if c.method == "CreateUser"]
+    confirmed = {c.request.username for c in sign_ups if c.code == OK}
+    unacknowledged = {
+        c.request.username
+        for c in sign_ups
+        if c.reason == "USERNAME_TAKEN" and c.request.username not in confirmed
+    }
+    print(
+        f"sign-ups applied though every answer was UNAVAILABLE: {len(unacknowledged)}"
+        " (the reply was lost; CreateUser has no request_id yet)"
     )
     print(f"faults survived: {len(survived)} of {len(faults)}")
     for number, fault in enumerate(faults, 1):
