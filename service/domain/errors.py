@@ -153,14 +153,25 @@ class NotFound(UsersError):
 class UserNotFound(NotFound):
     reason = "USER_NOT_FOUND"
 
+    # Status details travel in trailers, which clients cap (8-16 KiB): a list
+    # of a thousand ids would turn NOT_FOUND into RESOURCE_EXHAUSTED.
+    MESSAGE_IDS = 10
+    METADATA_IDS = 100
+
     def __init__(self, *user_ids: int, described: str | None = None) -> None:
-        ids = ", ".join(str(i) for i in user_ids)
+        shown = ", ".join(str(i) for i in user_ids[: self.MESSAGE_IDS])
+        more = len(user_ids) - self.MESSAGE_IDS
+        if more > 0:
+            shown += f" and {more} more"
         noun = "User" if len(user_ids) == 1 else "Users"
         verb = "does" if len(user_ids) == 1 else "do"
-        super().__init__(
-            described or f"{noun} {ids} {verb} not exist.",
-            metadata={"user_ids": ids} if ids else None,
-        )
+        metadata = {}
+        if user_ids:
+            metadata["user_ids"] = ", ".join(str(i) for i in user_ids[: self.METADATA_IDS])
+        if len(user_ids) > self.METADATA_IDS:
+            # The list above is cut short; this says by how much.
+            metadata["missing_count"] = str(len(user_ids))
+        super().__init__(described or f"{noun} {shown} {verb} not exist.", metadata=metadata)
         self.user_ids = user_ids
 
 

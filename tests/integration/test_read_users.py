@@ -169,3 +169,13 @@ async def test_batch_get_names_every_non_positive_id(stub):
     a = await create_user(stub)
     got = await failure(stub.BatchGetUsers(batch(0, a.id, -1, a.id)))
     assert_invalid(got, "ids[0]", "ids[2]")
+
+
+async def test_batch_get_of_a_thousand_missing_ids_is_a_short_not_found(stub):
+    """Every id in the details would overflow the client's trailer limit."""
+    got = await failure(stub.BatchGetUsers(batch(*range(10_000_000, 10_001_000))))
+    assert_error(got, NOT_FOUND, "USER_NOT_FOUND")
+    assert got.metadata["missing_count"] == "1000"
+    assert got.metadata["user_ids"].split(", ")[:2] == ["10000000", "10000001"]
+    assert len(got.metadata["user_ids"].split(", ")) == 100
+    assert got.message.endswith("and 990 more do not exist.")
