@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
 from service.db.models import UserRow
+from service.domain.passwords import default_context
 from service.testing import running_service
 from tests.helpers import create_user, failure
 from tests.ops_helpers import (
@@ -43,6 +44,7 @@ SERVICE = "users.v1.UserService"
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 
 def access_entries(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -275,6 +277,51 @@ async def test_no_log_record_of_any_rpc_carries_a_password_a_hash_or_a_signing_k
         assert await fails("DeleteUser", U.DeleteUserRequest(id=rich.id)) == NOT_FOUND
         with_money = U.DeleteUserRequest(id=alice.id)
         assert await fails("DeleteUser", with_money) == grpc.StatusCode.FAILED_PRECONDITION
+        await ok("UndeleteUser", U.UndeleteUserRequest(id=rich.id))
+        not_deleted = U.UndeleteUserRequest(id=rich.id)
+        assert await fails("UndeleteUser", not_deleted) == grpc.StatusCode.FAILED_PRECONDITION
+
+        # Lifecycle: each transition, a refused one, and a stale etag.
+        stale = (await ok("GetUser", U.GetUserRequest(id=rich.id))).etag
+        await ok("DisableUser", U.DisableUserRequest(id=rich.id))
+        assert await fails("DisableUser", U.DisableUserRequest(id=rich.id)) == PRECONDITION
+        disabled_login = login(username="dave", password=passwords[0])
+        assert await fails("AuthenticateUser", disabled_login) == UNAUTH
+        await ok("EnableUser", U.EnableUserRequest(id=rich.id))
+        assert await fails("EnableUser", U.EnableUserRequest(id=rich.id)) == PRECONDITION
+        await ok("LockUser", U.LockUserRequest(id=rich.id))
+        assert await fails("UnlockUser", U.UnlockUserRequest(id=rich.id, etag=stale)) == (
+            grpc.StatusCode.ABORTED
+        )
+        await ok("UnlockUser", U.UnlockUserRequest(id=rich.id))
+        assert await fails("LockUser", U.LockUserRequest(id=999_999)) == NOT_FOUND
+
+        # Idempotent and dry-run sign-ups carry the password too.
+        again = U.CreateUserRequest(
+            username="erin", password=passwords[1], email="erin@example.com", request_id="req-1"
+        )
+        await ok("CreateUser", again)
+        await ok("CreateUser", again)
+        dry = U.CreateUserRequest(
+            username="fred", password=passwords[1], email="fred@example.com", validate_only=True
+        )
+        await ok("CreateUser", dry)
+
+        # Imported hashes are secrets as well, valid or not.
+        imported_password = "imported secret phrase"
+        imported = default_context().hash(imported_password)
+        # Refused: a real-looking bcrypt hash too costly to verify.
+        broken = "$2b$31$" + "q" * 53
+        batch = [
+            U.CreateUserRequest(username="gail", password=passwords[0], email="gail@example.com"),
+            U.CreateUserRequest(username="hank", password_hash=imported, email="hank@example.com"),
+        ]
+        await ok("BatchCreateUsers", U.BatchCreateUsersRequest(requests=batch))
+        bad_batch = [U.CreateUserRequest(username="ivan", password_hash=broken, email="i@e.com")]
+        assert await fails("BatchCreateUsers", U.BatchCreateUsersRequest(requests=bad_batch)) == (
+            INVALID_ARGUMENT
+        )
+        await ok("AuthenticateUser", login(username="hank", password=imported_password))
 
         entries = await logged_calls(caplog, len(calls))
         signing_key = await running.server.database.secret("page_token_key")
@@ -284,9 +331,10 @@ async def test_no_log_record_of_any_rpc_carries_a_password_a_hash_or_a_signing_k
     assert set(calls) == every_rpc, f"call these RPCs here too: {sorted(every_rpc - set(calls))}"
     assert [e["method"].rsplit("/", 1)[-1] for e in entries] == calls
     assert all(tokens)
-    assert len(hashes) == 2
+    assert hashes
 
     secrets = {*passwords, wrong, new_password, new_password + "!", *refused, *tokens}
+    secrets |= {imported_password, broken} | hash_parts(imported)
     secrets |= key_spellings(signing_key)
     for stored in hashes:
         secrets |= hash_parts(stored)
