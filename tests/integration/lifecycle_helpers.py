@@ -49,7 +49,12 @@ async def get(stub: UserServiceAsyncStub, user_id: int) -> resources_pb2.User:
 
 async def put_in_state(stub: UserServiceAsyncStub, user_id: int, state: int) -> None:
     """Move a new (ACTIVE) user into ``state`` through the API."""
-    method = {ACTIVE: None, DISABLED: "DisableUser", LOCKED: "LockUser", DELETED: "DeleteUser"}
+    method: dict[int, str | None] = {
+        ACTIVE: None,
+        DISABLED: "DisableUser",
+        LOCKED: "LockUser",
+        DELETED: "DeleteUser",
+    }
     name = method[state]
     if name is not None:
         await call(stub, name, user_id)

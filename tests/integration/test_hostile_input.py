@@ -305,6 +305,11 @@ def _rpc(name: str, requests: Callable[[World], st.SearchStrategy[Message]], *co
     return Rpc(name, requests, frozenset(codes))
 
 
+def _state_requests(request: type[Message]) -> Callable[[World], st.SearchStrategy[Message]]:
+    """Requests of the methods that take an id and an etag."""
+    return lambda w: st.builds(request, id=w.ids(), etag=hostile_text)
+
+
 U = user_service_pb2
 IA, NF, AE, FP = (
     Code.INVALID_ARGUMENT,
@@ -362,7 +367,7 @@ RPCS = [
     *(
         _rpc(
             name,
-            lambda w, request=request: st.builds(request, id=w.ids(), etag=hostile_text),
+            _state_requests(request),
             NF,
             FP,
             IA,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from users.v1 import user_service_pb2
 
@@ -17,7 +19,7 @@ from tests.helpers import (
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
-def lookup(**identifier: str) -> user_service_pb2.LookupUserRequest:
+def lookup(**identifier: Any) -> user_service_pb2.LookupUserRequest:
     return user_service_pb2.LookupUserRequest(**identifier)
 
 

@@ -156,7 +156,7 @@ async def test_undelete_after_the_retention_period_is_refused(database_url):
 
 async def _rows(service, model, **filters) -> int:
     with service.server.database.activate():
-        return await model.filter(**filters).count()
+        return int(await model.filter(**filters).count())
 
 
 async def test_purge_removes_expired_users_with_their_posts_and_keeps_the_ledger(service, stub):

@@ -69,7 +69,7 @@ CASES = [(before, method) for before in TRANSITIONS for method in STATE_METHODS]
 
 
 def _name(state: int) -> str:
-    return resources_pb2.State.Name(state)
+    return resources_pb2.State.Name(resources_pb2.State.ValueType(state))
 
 
 async def test_a_new_user_is_active_and_not_deleted(stub):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -33,7 +34,7 @@ async def get(stub, user_id: int):
     return await stub.GetUser(user_service_pb2.GetUserRequest(id=user_id))
 
 
-async def lookup(stub, **identifier: str):
+async def lookup(stub, **identifier: Any):
     return await stub.LookupUser(user_service_pb2.LookupUserRequest(**identifier))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.domain import users as accounts_module
+from service.db import users as users_db
 from service.domain.entities import Credentials, User
 from service.domain.errors import InvalidCredentials, InvalidEtag
 from service.domain.lifecycle import STATE_CHANGES, State, etag_of, parse_etag
@@ -94,8 +94,8 @@ async def test_an_inactive_user_is_refused_after_the_same_verification_as_anyone
         rehashed.append(args)
         return True
 
-    monkeypatch.setattr(accounts_module.users_db, "find_credentials", find_credentials)
-    monkeypatch.setattr(accounts_module.users_db, "replace_password_hash", replace_password_hash)
+    monkeypatch.setattr(users_db, "find_credentials", find_credentials)
+    monkeypatch.setattr(users_db, "replace_password_hash", replace_password_hash)
     unthrottled = LoginThrottle(ThrottlePolicy(max_failures=0))
     accounts = Accounts(hasher, page_tokens=None, throttle=unthrottled)  # type: ignore[arg-type]
 
