@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bank_load import OK, Audit, BankLoad, audit
+from tests.bank_load import OK, UNAVAILABLE, Audit, BankLoad, audit
 from tests.ops_helpers import free_port, service_process
 from tests.pg_cluster import ClusterUnavailable, PostgresCluster, throwaway_cluster
 
@@ -132,19 +132,14 @@ def _report(
     others = {c: n for c, n in codes.items() if c not in {"OK", "UNAVAILABLE"}}
     print(
         f"  OK {codes['OK']}, UNAVAILABLE {codes['UNAVAILABLE']}, other codes {others or 0}"
-        " (FAILED_PRECONDITION: a transfer beyond the balance, INSUFFICIENT_FUNDS;"
-        " ALREADY_EXISTS: a resent sign-up whose earlier attempt was applied)"
+        " (FAILED_PRECONDITION: a transfer beyond the balance, INSUFFICIENT_FUNDS)"
     )
     sign_ups = [c for c in load.calls if c.method == "CreateUser"]
-    confirmed = {c.request.username for c in sign_ups if c.code == OK}
-    unacknowledged = {
-        c.request.username
-        for c in sign_ups
-        if c.reason == "USERNAME_TAKEN" and c.request.username not in confirmed
-    }
+    unavailable = {c.request.request_id for c in sign_ups if c.code == UNAVAILABLE}
+    replayed = {c.request.request_id for c in sign_ups if c.code == OK} & unavailable
     print(
-        f"sign-ups applied though every answer was UNAVAILABLE: {len(unacknowledged)}"
-        " (the reply was lost; CreateUser has no request_id yet)"
+        f"sign-ups answered OK on a resend after UNAVAILABLE: {len(replayed)}"
+        " (same request_id: the first attempt's user, or a new one if it was lost)"
     )
     print(f"faults survived: {len(survived)} of {len(faults)}")
     for number, fault in enumerate(faults, 1):
