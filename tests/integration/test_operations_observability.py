@@ -311,7 +311,7 @@ async def test_no_log_record_of_any_rpc_carries_a_password_a_hash_or_a_signing_k
         imported_password = "imported secret phrase"
         imported = default_context().hash(imported_password)
         # Refused: a real-looking bcrypt hash too costly to verify.
-        broken = "$2b$31$" + "q" * 53
+        broken = "$2b$31$" + "q" * 21 + "e" + "q" * 31
         batch = [
             U.CreateUserRequest(username="gail", password=passwords[0], email="gail@example.com"),
             U.CreateUserRequest(username="hank", password_hash=imported, email="hank@example.com"),
