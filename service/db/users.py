@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
-from tortoise.transactions import in_transaction
 
 from service.db.errors import unique_violation
 from service.db.models import PostRow, UserRow
@@ -380,16 +379,18 @@ async def purge_deleted(now: datetime, batch_size: int = 500) -> int:
     """
     purged = 0
     while True:
-        async with in_transaction():
-            expired = UserRow.filter(delete_time__isnull=False, purge_time__lte=now)
-            # Locked (on PostgreSQL; SQLite serialises writers) so that an
-            # UndeleteUser cannot slip between this SELECT and the DELETE.
-            oldest = expired.order_by("purge_time", "id").limit(batch_size).select_for_update()
-            ids = list(await oldest.values_list("id", flat=True))
-            if ids:
-                await UserRow.filter(id__in=ids).delete()
-        # Counted here: the DELETE's row count includes cascaded posts on SQLite.
-        purged += len(ids)
+        select = Statement("SELECT id FROM users WHERE delete_time IS NOT NULL AND purge_time <=")
+        select.add(f"{select.param(now)} ORDER BY purge_time, id LIMIT {int(batch_size)}")
+        ids = [row[0] for row in await select.rows()]
+        if ids:
+            # The DELETE re-checks the deletion itself, so an UndeleteUser that
+            # commits between the SELECT and the DELETE keeps its user: on
+            # PostgreSQL the WHERE is evaluated again on a row changed meanwhile.
+            delete = Statement("DELETE FROM users WHERE id IN")
+            delete.add(f"({delete.params_of(ids)}) AND delete_time IS NOT NULL")
+            delete.add(f"AND purge_time <= {delete.param(now)} RETURNING id")
+            # Counted by RETURNING: the row count would include cascaded posts on SQLite.
+            purged += len(await delete.returning())
         if len(ids) < batch_size:
             return purged
 
@@ -428,7 +429,11 @@ async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, t
     the etag; a password change is a write of the user and changes both.
     """
     changes: dict[str, Any] = {"password_hash": new_hash}
+    guards: dict[str, Any] = {"id": user_id, "password_hash": expected}
     if touch:
         changes["update_time"] = datetime.now(UTC)
         changes["version"] = F("version") + 1
-    return bool(await UserRow.filter(id=user_id, password_hash=expected).update(**changes))
+        # A password change is for an ACTIVE user that is not deleted, also
+        # when it was disabled or deleted while the new password was hashing.
+        guards.update(delete_time__isnull=True, state=int(State.ACTIVE))
+    return bool(await UserRow.filter(**guards).update(**changes))

@@ -256,7 +256,10 @@ class Accounts:
             touch=True,
         )
         if not replaced:
-            # The password changed while we checked it; the current one no longer holds.
+            # The user changed while the new password was hashing: deleted
+            # (NOT_FOUND, raised by the look-up), disabled or locked, or given
+            # another password; the current one no longer holds.
+            await users_db.get_credentials(user_id)
             raise InvalidCredentials()
 
 

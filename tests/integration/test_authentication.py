@@ -23,6 +23,7 @@ from tests.helpers import (
     fullwidth,
     insert_rows,
 )
+from tests.integration.lifecycle_helpers import call
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
@@ -292,3 +293,24 @@ async def test_change_password_replaces_a_bcrypt_hash_with_argon2id(service, stu
 
     assert (await stored_hash(service, user_id)).startswith("$argon2id$")
     assert (await stub.AuthenticateUser(login("legacychange", "modern-password"))).user.id
+
+
+@pytest.mark.parametrize(
+    ("method", "code"), [("DeleteUser", "NOT_FOUND"), ("DisableUser", "UNAUTHENTICATED")]
+)
+async def test_a_user_deleted_or_disabled_while_its_new_password_hashes_keeps_the_old(
+    stub, method, code
+):
+    user = await create_user(stub)
+    changing = asyncio.ensure_future(stub.ChangePassword(change(user.id, PASSWORD, "brand new pw")))
+    # Sign-ups queue their hashing ahead of the new password's, which leaves
+    # the user time to change after ChangePassword has checked it.
+    sign_ups = [asyncio.ensure_future(create_user(stub)) for _ in range(6)]
+    await asyncio.sleep(0.05)
+    await call(stub, method, user.id)
+    got = await failure(changing)
+    await asyncio.gather(*sign_ups)
+    assert got.code.name == code
+    if method == "DisableUser":
+        await call(stub, "EnableUser", user.id)
+        await stub.AuthenticateUser(login(user.username, PASSWORD))

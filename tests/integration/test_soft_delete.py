@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import grpc
+import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.db.models import LedgerRow, PostRow, UserRow
@@ -222,3 +225,32 @@ async def test_purge_command_removes_expired_users_and_says_how_many(database_ur
         )
         assert status == 0, err
         assert "purged 0 deleted users" in out
+
+
+async def test_an_undelete_that_waited_on_a_lock_survives_a_purge_started_meanwhile(
+    database_url, backend
+):
+    if backend != "postgres":
+        pytest.skip("needs PostgreSQL: SQLite has no row locks to hold an undelete on")
+    retention = 1.0
+    async with running_service(database_url, deleted_retention_days=retention / 86400) as service:
+        user = await create_user(service.stub)
+        await call(service.stub, "DeleteUser", user.id)
+        holder = await asyncpg.connect(database_url)
+        try:
+            # Any transaction holding the row, as a transfer in flight does.
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("SELECT id FROM users WHERE id = $1 FOR UPDATE", user.id)
+            undelete = asyncio.ensure_future(call(service.stub, "UndeleteUser", user.id))
+            await asyncio.sleep(retention + 0.5)  # purge time passes while it waits
+            with service.server.database.activate():
+                purge = asyncio.ensure_future(purge_deleted_users())
+            await asyncio.sleep(0.5)
+            await locked.commit()
+        finally:
+            await holder.close()
+        restored = await undelete
+        assert await purge == 0
+        assert restored.state == ACTIVE
+        assert (await get(service.stub, user.id)).state == ACTIVE
