@@ -35,7 +35,6 @@ __all__ = [
     "insert_user",
     "insert_user_once",
     "insert_users",
-    "password_hash_of",
 ]
 
 # Rows per INSERT: 9 parameters each stays far below SQLite's 32,766 and
@@ -120,13 +119,6 @@ async def find_create_request(request_id: str) -> CreateRequest | None:
 async def current_user(user_id: int) -> User:
     """The user as it is now, soft-deleted or not (what a replayed create returns)."""
     return await users_db.get_user(user_id, show_deleted=True)
-
-
-async def password_hash_of(user_id: int) -> str | None:
-    """The stored hash of a user, deleted or not; None when there is no such user."""
-    statement = Statement("SELECT password_hash FROM users WHERE id =")
-    value = await statement.add(statement.param(user_id)).scalar()
-    return None if value is None else str(value)
 
 
 async def identity_clash(

@@ -83,10 +83,18 @@ async def test_the_same_request_id_with_other_fields_is_request_id_reused(stub):
     assert await user_count(stub) == 1
 
 
-async def test_the_same_request_id_with_another_password_is_request_id_reused(stub):
+async def test_a_retry_is_no_password_oracle_and_the_first_password_stands(stub):
     key = str(uuid.uuid4())
-    await stub.CreateUser(request(key))
-    assert_reused(await failure(stub.CreateUser(request(key, password="another password"))))
+    first = await stub.CreateUser(request(key))
+    for guess in ("wrong guess 1", "wrong guess 2", PASSWORD):
+        again = await stub.CreateUser(request(key, password=guess))
+        assert again.id == first.id
+    login = user_service_pb2.AuthenticateUserRequest
+    await stub.AuthenticateUser(login(username=first.username, password=PASSWORD))
+    got = await failure(
+        stub.AuthenticateUser(login(username=first.username, password="wrong guess 1"))
+    )
+    assert got.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_the_same_request_id_with_an_imported_hash_instead_is_request_id_reused(stub):

@@ -54,9 +54,11 @@ class CreateUserRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key (aip.dev/155): 1-64 letters, digits, "-", "_", ".",
     ":"; a UUID is recommended. A retry with the same key and the same
-    fields (and password) returns the user the first call created, as it is
-    now; the same key with other fields is INVALID_ARGUMENT (reason
-    REQUEST_ID_REUSED). When empty the call is not idempotent.
+    fields returns the user the first call created, as it is now; the same
+    key with other fields is INVALID_ARGUMENT (reason REQUEST_ID_REUSED).
+    The password of a retry is not compared (that would make retries a
+    password oracle): the first call's password stands. When empty the call
+    is not idempotent.
     """
     validate_only: _builtins.bool
     """Check the request, uniqueness included, without creating the user

@@ -152,7 +152,7 @@ class UserServiceServicer:
         Errors: INVALID_ARGUMENT (a field fails validation, password and
         password_hash both or neither set, a password_hash in no accepted format
         or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
-        with other fields or another password), ALREADY_EXISTS (reason
+        with other fields), ALREADY_EXISTS (reason
         USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
         (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
         request_id created a user that was purged at once; safe to retry).

@@ -51,7 +51,7 @@ class UserServiceStub:
     Errors: INVALID_ARGUMENT (a field fails validation, password and
     password_hash both or neither set, a password_hash in no accepted format
     or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
-    with other fields or another password), ALREADY_EXISTS (reason
+    with other fields), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
     (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
     request_id created a user that was purged at once; safe to retry).
@@ -218,7 +218,7 @@ class UserServiceAsyncStub(UserServiceStub):
     Errors: INVALID_ARGUMENT (a field fails validation, password and
     password_hash both or neither set, a password_hash in no accepted format
     or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
-    with other fields or another password), ALREADY_EXISTS (reason
+    with other fields), ALREADY_EXISTS (reason
     USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
     (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
     request_id created a user that was purged at once; safe to retry).
@@ -388,7 +388,7 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (a field fails validation, password and
         password_hash both or neither set, a password_hash in no accepted format
         or too costly to verify, reason REQUEST_ID_REUSED for a request_id seen
-        with other fields or another password), ALREADY_EXISTS (reason
+        with other fields), ALREADY_EXISTS (reason
         USERNAME_TAKEN or EMAIL_TAKEN; soft-deleted users keep theirs), ABORTED
         (reason CONCURRENCY_CONFLICT, rare: a concurrent call with the same
         request_id created a user that was purged at once; safe to retry).
