@@ -252,5 +252,6 @@ async def test_an_undelete_that_waited_on_a_lock_survives_a_purge_started_meanwh
             await holder.close()
         restored = await undelete
         assert await purge == 0
+        assert restored is not None
         assert restored.state == ACTIVE
         assert (await get(service.stub, user.id)).state == ACTIVE
