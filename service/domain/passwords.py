@@ -160,13 +160,29 @@ class PasswordHasher:
         """Check a password; with no stored hash, spend the same time and fail.
 
         Verifying against a dummy hash of the default scheme keeps an unknown
-        username from answering faster than a wrong password.
+        username from answering faster than a wrong password; a failure
+        against an outdated hash verifies the dummy hash too.
         """
         if stored_hash is None:
-            assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
-            await self._run(self._verify, password, self._dummy_hash)
+            await self._run(self._verify, password, self._dummy())
             return Verification(ok=False)
-        return await self._run(self._verify, password, stored_hash)
+        result = await self._run(self._verify, password, stored_hash)
+        if not result.ok and self._outdated(stored_hash):
+            # An imported or older hash may be cheaper than the default (bcrypt
+            # cost 4, or a refusal of over 72 bytes): fail no faster than an
+            # unknown user does, or the timing would tell that the name exists.
+            await self._run(self._verify, password, self._dummy())
+        return result
+
+    def _dummy(self) -> str:
+        assert self._dummy_hash is not None, "PasswordHasher.start() was not awaited"
+        return self._dummy_hash
+
+    def _outdated(self, stored_hash: str) -> bool:
+        try:
+            return bool(self._context.needs_update(stored_hash))
+        except (ValueError, TypeError, UnknownHashError):
+            return True
 
     def _verify(self, password: str, stored_hash: str) -> Verification:
         try:

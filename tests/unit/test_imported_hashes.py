@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import pytest_asyncio
 from passlib import hash as schemes
 
 from service.domain.errors import InvalidArgument
@@ -34,9 +35,10 @@ LEGACY = {
 }
 
 
-@pytest.fixture
-def hasher():
+@pytest_asyncio.fixture
+async def hasher():
     made = PasswordHasher(threads=2)
+    await made.start()
     yield made
     made.close()
 

@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+import pytest_asyncio
+from passlib import hash as schemes
 from passlib.context import CryptContext
 
 from service.domain.passwords import PasswordHasher, default_context
@@ -33,9 +35,10 @@ class SlowContext:
         return f"slow${password}"
 
 
-@pytest.fixture
-def hasher():
+@pytest_asyncio.fixture
+async def hasher():
     made = PasswordHasher(threads=2)
+    await made.start()
     yield made
     made.close()
 
@@ -87,7 +90,6 @@ async def test_unusable_stored_hash_verifies_nothing(hasher, stored):
 
 
 async def test_unknown_user_verifies_against_a_dummy_hash_and_fails(hasher):
-    await hasher.start()
     started = time.perf_counter()
     result = await hasher.verify("anything", None)
     elapsed = time.perf_counter() - started
@@ -96,9 +98,13 @@ async def test_unknown_user_verifies_against_a_dummy_hash_and_fails(hasher):
     assert elapsed > 0.002
 
 
-async def test_verify_without_start_refuses_unknown_users(hasher):
-    with pytest.raises(AssertionError, match="start"):
-        await hasher.verify("anything", None)
+async def test_verify_without_start_refuses_unknown_users():
+    unstarted = PasswordHasher(threads=1)
+    try:
+        with pytest.raises(AssertionError, match="start"):
+            await unstarted.verify("anything", None)
+    finally:
+        unstarted.close()
 
 
 async def test_hashing_runs_in_worker_threads_not_on_the_event_loop():
@@ -135,3 +141,51 @@ async def test_no_more_hashes_run_at_once_than_there_are_threads():
         hasher.close()
     assert results == [f"slow$p{i}" for i in range(8)]
     assert context.most_at_once == 2
+
+
+class CountingHasher(PasswordHasher):
+    """Records each hash that a verification is run against."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=1)
+        self.against: list[str] = []
+
+    def _verify(self, password: str, stored_hash: str):
+        self.against.append(stored_hash)
+        return super()._verify(password, stored_hash)
+
+
+@pytest.mark.parametrize(
+    ("stored", "password"),
+    [
+        (schemes.bcrypt.using(rounds=4).hash("right password"), "wrong password"),
+        (schemes.bcrypt.using(rounds=4).hash("right password"), "x" * 100),
+        (schemes.pbkdf2_sha256.using(rounds=1000).hash("right password"), "wrong"),
+        ("$argon2id$garbage", "wrong password"),
+    ],
+    ids=["cheap-bcrypt", "bcrypt-over-72-bytes", "cheap-pbkdf2", "corrupt"],
+)
+async def test_a_failure_against_an_outdated_hash_also_spends_a_dummy_verification(
+    stored, password
+):
+    """Else a cheap imported hash would answer faster than an unknown name, telling it exists."""
+    hasher = CountingHasher()
+    try:
+        await hasher.start()
+        assert not (await hasher.verify(password, stored)).ok
+        assert hasher.against == [stored, hasher._dummy_hash]
+    finally:
+        hasher.close()
+
+
+async def test_a_failure_against_a_current_hash_verifies_once_and_a_success_once():
+    hasher = CountingHasher()
+    try:
+        await hasher.start()
+        current = await hasher.hash("right password")
+        old = schemes.bcrypt.using(rounds=4).hash("right password")
+        assert not (await hasher.verify("wrong password", current)).ok
+        assert (await hasher.verify("right password", old)).ok
+        assert hasher.against == [current, old]
+    finally:
+        hasher.close()
