@@ -69,7 +69,7 @@ async def purge(settings: Settings) -> int:
     """
     database = Database(settings.database_url, pool_size=1)
     try:
-        await database.connect(create_schema=False)
+        await database.connect(create_schema=False, wait=settings.database_wait)
         await require_migrated(database)
         with database.activate():
             return await purge_deleted_users()

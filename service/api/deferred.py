@@ -30,10 +30,6 @@ class DeferredServicer:
         for method in service.methods:
             setattr(self, method.name, self._route(method.name))
 
-    @property
-    def attached(self) -> bool:
-        return self._target is not None
-
     def attach(self, servicer: object) -> None:
         """From now on every call goes to ``servicer``."""
         self._target = servicer

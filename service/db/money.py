@@ -13,7 +13,7 @@ drops FOR UPDATE) and serialises writers; there, as everywhere, the guarded
 The same guarded UPDATEs carry the lifecycle rules: soft-deleted users
 neither send nor receive money (NOT_FOUND), a DISABLED or LOCKED user can
 receive but not send (USER_NOT_ACTIVE); every balance change bumps the
-user's version, so its etag changes.
+user's version and update_time, so its etag changes.
 """
 
 from __future__ import annotations
@@ -166,9 +166,9 @@ async def _lock_in_id_order(*user_ids: int) -> None:
 
 async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
     """Debit and credit in one guarded UPDATE: both rows change, or the reason is raised."""
-    statement = Statement(
-        "UPDATE users SET version = version + 1, balance = balance + CASE WHEN id ="
-    )
+    statement = Statement("UPDATE users SET version = version + 1,")
+    statement.add(f"update_time = {statement.param(datetime.now(UTC))},")
+    statement.add("balance = balance + CASE WHEN id =")
     # Typed explicitly: PostgreSQL cannot infer parameter types inside CASE.
     statement.add(
         f"{statement.param(from_user_id)} THEN CAST({statement.param(-amount)} AS BIGINT)"
@@ -195,8 +195,11 @@ async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
 
 
 async def _credit(user_id: int, amount: int) -> None:
-    statement = Statement("UPDATE users SET version = version + 1, balance = balance +")
-    statement.add(f"{statement.param(amount)} WHERE id = {statement.param(user_id)}")
+    statement = Statement("UPDATE users SET version = version + 1,")
+    statement.add(f"update_time = {statement.param(datetime.now(UTC))},")
+    statement.add(
+        f"balance = balance + {statement.param(amount)} WHERE id = {statement.param(user_id)}"
+    )
     statement.add(f"AND balance <= {statement.param(INT64_MAX - amount)}")
     statement.add("AND delete_time IS NULL")
     if await statement.execute():

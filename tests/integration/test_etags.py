@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 import pytest
@@ -179,3 +180,22 @@ async def test_concurrent_writes_with_one_etag_let_exactly_one_through(stub):
     stored = await get(stub, user.id)
     assert stored.display_name == winners[0].display_name
     assert stored.etag == winners[0].etag
+
+
+async def test_a_balance_change_moves_update_time_with_the_etag(stub):
+    payer = await create_user(stub)
+    payee = await create_user(stub)
+    funded = await stub.Deposit(
+        user_service_pb2.DepositRequest(user_id=payer.id, amount=500, request_id=str(uuid.uuid4()))
+    )
+    assert funded.etag != payer.etag
+    assert funded.update_time.ToDatetime() > payer.update_time.ToDatetime()
+    await stub.TransferFunds(
+        user_service_pb2.TransferFundsRequest(
+            from_user_id=payer.id, to_user_id=payee.id, amount=200, request_id=str(uuid.uuid4())
+        )
+    )
+    for before in (funded, payee):
+        after = await stub.GetUser(user_service_pb2.GetUserRequest(id=before.id))
+        assert after.etag != before.etag
+        assert after.update_time.ToDatetime() > before.update_time.ToDatetime()

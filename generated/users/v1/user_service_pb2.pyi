@@ -272,7 +272,9 @@ class ListUsersRequest(_message.Message):
     page_token: _builtins.str
     """The next_page_token of a previous call with the same filters and order."""
     username_prefix: _builtins.str
-    """Only users whose username starts with this, ignoring case."""
+    """Only users whose username starts with this, compared by identity key
+    (ignoring case, compatibility forms and look-alike letters).
+    """
     order_by: _builtins.str
     """Sort order: "id" (default), "create_time" or "username", each optionally
     followed by " desc".

@@ -190,7 +190,9 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LookupUser(self, request, context):
-        """Returns the user with a username or an e-mail address, ignoring case.
+        """Returns the user with a username or an e-mail address, ignoring case
+        and compatibility forms (and, for usernames, look-alike letters: see
+        the README's rules).
         A soft-deleted user is returned only with show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
         field set).

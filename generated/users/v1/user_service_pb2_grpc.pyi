@@ -77,7 +77,9 @@ class UserServiceStub:
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
     """
     LookupUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _resources_pb2.User]
-    """Returns the user with a username or an e-mail address, ignoring case.
+    """Returns the user with a username or an e-mail address, ignoring case
+    and compatibility forms (and, for usernames, look-alike letters: see
+    the README's rules).
     A soft-deleted user is returned only with show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
     field set).
@@ -244,7 +246,9 @@ class UserServiceAsyncStub(UserServiceStub):
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (id <= 0).
     """
     LookupUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.LookupUserRequest, _resources_pb2.User]  # type: ignore[assignment]
-    """Returns the user with a username or an e-mail address, ignoring case.
+    """Returns the user with a username or an e-mail address, ignoring case
+    and compatibility forms (and, for usernames, look-alike letters: see
+    the README's rules).
     A soft-deleted user is returned only with show_deleted.
     Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
     field set).
@@ -432,7 +436,9 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.LookupUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
-        """Returns the user with a username or an e-mail address, ignoring case.
+        """Returns the user with a username or an e-mail address, ignoring case
+        and compatibility forms (and, for usernames, look-alike letters: see
+        the README's rules).
         A soft-deleted user is returned only with show_deleted.
         Errors: NOT_FOUND (reason USER_NOT_FOUND), INVALID_ARGUMENT (neither
         field set).
