@@ -37,6 +37,7 @@ class Settings:
     listen: str = "127.0.0.1:50051"
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 10
+    db_command_timeout: float = 30.0
     # Forever by default: while the database is away the service answers
     # health checks (NOT_SERVING) and calls (UNAVAILABLE) instead of exiting.
     database_wait: float = math.inf
@@ -66,6 +67,7 @@ class Settings:
         _check_address(self.listen, "listen")
         _check_database_url(self.database_url)
         _check(self.db_pool_size >= 1, "db_pool_size", "must be at least 1")
+        _check(self.db_command_timeout >= 0, "db_command_timeout", "must not be negative")
         _check(self.database_wait >= 0, "database_wait", "must be 0 or more seconds, or inf")
         _check(self.hash_threads >= 1, "hash_threads", "must be at least 1")
         _check(self.workers >= 1, "workers", "must be at least 1")
@@ -152,6 +154,7 @@ _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
     "db_pool_size": "PostgreSQL connections per worker",
+    "db_command_timeout": "seconds a PostgreSQL query may take, then UNAVAILABLE (0: no limit)",
     "database_wait": (
         "seconds to keep retrying an unreachable database at start-up, serving health"
         " NOT_SERVING meanwhile (0: exit 1 at once; inf: until it answers)"

@@ -62,7 +62,11 @@ class UsersServer:
         # Only deliberate workers share a port; otherwise a second server on a
         # taken port must fail instead of silently taking half the traffic.
         self.reuse_port = reuse_port
-        self.database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        self.database = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            command_timeout=settings.db_command_timeout,
+        )
         self.hasher = PasswordHasher(settings.hash_threads)
         self.health = HealthServicer()
         self.metrics = Metrics(self.database.pool_stats)

@@ -46,14 +46,21 @@ def is_postgres(url: str) -> bool:
     return urlsplit(url).scheme in {"postgres", "postgresql", "asyncpg"}
 
 
-def with_pool_size(url: str, size: int) -> str:
-    """Set the asyncpg pool size unless the URL already sets it."""
+def with_pool_size(url: str, size: int, command_timeout: float = 0.0) -> str:
+    """Set the asyncpg pool size and command timeout unless the URL already sets them.
+
+    The timeout is asyncpg's, on the client: a server that has hung (frozen,
+    or behind a network black hole) cannot enforce a statement_timeout, and
+    the query's await would otherwise last until the caller's deadline.
+    """
     if not is_postgres(url):
         return url
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     query.setdefault("maxsize", str(size))
     query.setdefault("minsize", str(min(size, 2)))
+    if command_timeout > 0:
+        query.setdefault("command_timeout", f"{command_timeout:g}")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -106,8 +113,8 @@ class _Retries:
 class Database:
     """One database: its Tortoise context, schema and health probe."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.url = with_pool_size(url, pool_size)
+    def __init__(self, url: str, *, pool_size: int = 10, command_timeout: float = 0.0) -> None:
+        self.url = with_pool_size(url, pool_size, command_timeout)
         self.safe_url = redact(url)
         self.context = TortoiseContext()
         # The dialect doubles as the connection name: Tortoise caches compiled

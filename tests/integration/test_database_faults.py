@@ -221,3 +221,36 @@ async def test_the_cli_logs_one_line_per_retry_serves_health_and_starts_serving_
         assert await running.wait_exit() == 0, running.stderr
     assert "s3cret-pw" not in running.stderr
     assert "Traceback" not in running.stderr
+
+
+async def test_a_hung_database_gives_unavailable_after_the_command_timeout_not_at_the_deadline(
+    cluster,
+):
+    url = await cluster.create_database("users")
+    async with running_service(url, db_command_timeout=1.0, health_probe_interval=0.5) as running:
+        user = await create_user(running.stub)
+        request = user_service_pb2.GetUserRequest(id=user.id)
+        cluster.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as hung:
+                await running.stub.GetUser(request, timeout=20)
+            waited = time.monotonic() - started
+        finally:
+            cluster.thaw()
+        assert hung.value.code() == UNAVAILABLE, hung.value
+        _, problem = check_failure(hung.value)
+        assert problem is None, problem
+        # The command timeout, not the caller's 20 s deadline, ended the call.
+        assert waited < 10, waited
+        seen = set()
+
+        async def answers() -> bool:
+            try:
+                return (await running.stub.GetUser(request, timeout=5)).id == user.id
+            except grpc.aio.AioRpcError as error:
+                seen.add(error.code())
+                return False
+
+        await eventually(answers, within=RECOVERY_LIMIT, what="GetUser answers after the thaw")
+        assert seen <= {UNAVAILABLE}, seen

@@ -23,6 +23,7 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
         "postgres://app@db.internal:5432/users",
     ),
     "db_pool_size": ("3", "4", 3, 4),
+    "db_command_timeout": ("0", "2.5", 0.0, 2.5),
     "database_wait": ("0", "30.5", 0.0, 30.5),
     "hash_threads": ("5", "6", 5, 6),
     "workers": ("2", "3", 2, 3),
