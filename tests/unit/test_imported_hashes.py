@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import pytest_asyncio
 from passlib import hash as schemes
 
 from service.domain.errors import InvalidArgument
@@ -33,14 +32,6 @@ LEGACY = {
     "sha256_crypt": schemes.sha256_crypt.using(rounds=5000),
     "scrypt": schemes.scrypt.using(rounds=10),
 }
-
-
-@pytest_asyncio.fixture
-async def hasher():
-    made = PasswordHasher(threads=2)
-    await made.start()
-    yield made
-    made.close()
 
 
 def rejection(stored: str) -> str:

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-import pytest_asyncio
 from passlib import hash as schemes
 from passlib.context import CryptContext
 
@@ -33,14 +32,6 @@ class SlowContext:
         with self._lock:
             self.running -= 1
         return f"slow${password}"
-
-
-@pytest_asyncio.fixture
-async def hasher():
-    made = PasswordHasher(threads=2)
-    await made.start()
-    yield made
-    made.close()
 
 
 async def test_default_hash_is_argon2id_with_owasp_parameters(hasher):
