@@ -8,7 +8,6 @@ skipped with a visible reason; CI sets it.
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -18,14 +17,33 @@ import pytest
 import pytest_asyncio
 
 from service.testing import RunningService, running_service
+from tests.requirements import NOT_APPLICABLE, STRICT_ENV, postgres_admin_url, strict
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Generator
     from pathlib import Path
 
+    from _pytest.reports import TestReport
     from users.v1.user_service_pb2_grpc import UserServiceStub
 
-POSTGRES_ENV = "USERS_TEST_POSTGRES_URL"
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, TestReport, TestReport]:
+    """Under USERS_TEST_STRICT, any skip but a "not applicable" one fails the test.
+
+    ``tests.requirements.require`` already fails in that mode; this also catches
+    a test that calls ``pytest.skip`` itself for want of something.
+    """
+    report = yield
+    if strict() and report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if not reason.removeprefix("Skipped: ").startswith(NOT_APPLICABLE):
+            report.outcome = "failed"
+            report.longrepr = f"skipped while {STRICT_ENV} is set: {reason}"
+    return report
 
 
 def _with_database(url: str, name: str) -> str:
@@ -37,9 +55,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'users.sqlite3'}"
         return
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL cases need it")
+    admin_url = postgres_admin_url()
     name = f"users_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_url)
     try:

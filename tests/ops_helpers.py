@@ -18,13 +18,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.requirements import not_applicable, postgres_admin_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 
     from service.testing import RunningService
 
-POSTGRES_ENV = "USERS_TEST_POSTGRES_URL"
 SERVICE_NAME = "users.v1.UserService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -250,7 +251,7 @@ async def service_process(
 
 def require_postgres(database_url: str) -> None:
     if not database_url.startswith("postgres"):
-        pytest.skip("needs PostgreSQL: SQLite has no server to cut off, no row locks to wait on")
+        not_applicable("PostgreSQL only: SQLite has no server to cut off, no row locks to wait on")
 
 
 def database_name(database_url: str) -> str:
@@ -259,8 +260,7 @@ def database_name(database_url: str) -> str:
 
 async def admin_connection() -> asyncpg.Connection:
     """A connection to the administrative database of the test server (not the service's)."""
-    url = os.environ[POSTGRES_ENV]
-    return await asyncpg.connect(urlunsplit(urlsplit(url)._replace(path="/test")))
+    return await asyncpg.connect(postgres_admin_url())
 
 
 async def lock_waiters(connection: asyncpg.Connection) -> int:

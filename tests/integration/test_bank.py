@@ -15,12 +15,12 @@ from collections import defaultdict
 
 import grpc
 import grpc.aio
-import pytest
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.db.models import LedgerRow
 from tests.helpers import create_user, failure
 from tests.integration.money_helpers import ledger_sums
+from tests.requirements import not_applicable
 
 USERS = 20
 CLIENTS = 32
@@ -104,7 +104,7 @@ async def test_concurrent_transfers_keep_the_books_balanced(service):
 
 async def test_opposite_transfers_at_once_never_deadlock(service, backend, caplog):
     if backend != "postgres":
-        pytest.skip("row locks exist only on PostgreSQL; SQLite serialises writers")
+        not_applicable("row locks exist only on PostgreSQL; SQLite serialises writers")
     a, b = await _open_accounts(service.stub, 2, 10_000)
 
     async def move(source: int, target: int) -> int:

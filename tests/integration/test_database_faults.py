@@ -39,6 +39,7 @@ from tests.pg_cluster import (
     check_available,
     throwaway_cluster,
 )
+from tests.requirements import require
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -59,7 +60,7 @@ async def cluster() -> AsyncIterator[PostgresCluster]:
     try:
         check_available()
     except ClusterUnavailable as error:
-        pytest.skip(f"needs a private PostgreSQL cluster: {error}")
+        require("a private PostgreSQL cluster", str(error))
     async with throwaway_cluster() as cluster:
         yield cluster
 

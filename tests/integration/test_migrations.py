@@ -10,7 +10,6 @@ checks that the migrations still build what the models describe.
 from __future__ import annotations
 
 import asyncio
-import os
 import pkgutil
 import re
 import uuid
@@ -32,12 +31,12 @@ from service.db.migrate import (
     require_migrated,
 )
 from service.db.models import LedgerRow, PostRow, ServiceSecret, UserRow
+from tests.requirements import postgres_admin_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-POSTGRES_ENV = "USERS_TEST_POSTGRES_URL"
 TABLES = {"users", "posts", "ledger", "service_secrets"}
 STAMP = "2024-05-06 07:08:09+00:00"
 
@@ -68,7 +67,7 @@ async def reference_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]
     if not database_url.startswith("postgres"):
         yield f"sqlite://{tmp_path / 'reference.sqlite3'}"
         return
-    admin_url = os.environ[POSTGRES_ENV]
+    admin_url = postgres_admin_url()
     name = f"users_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_url)
     try:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
-import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.db.models import LedgerRow, PostRow, UserRow
@@ -17,6 +16,7 @@ from tests.helpers import assert_error, create_user, failure
 from tests.integration.lifecycle_helpers import ACTIVE, DELETED, call, get
 from tests.integration.money_helpers import create_post, deposit, new_request_id, transfer
 from tests.ops_helpers import run_cli, service_environment
+from tests.requirements import not_applicable
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -231,7 +231,7 @@ async def test_an_undelete_that_waited_on_a_lock_survives_a_purge_started_meanwh
     database_url, backend
 ):
     if backend != "postgres":
-        pytest.skip("needs PostgreSQL: SQLite has no row locks to hold an undelete on")
+        not_applicable("PostgreSQL only: SQLite has no row locks to hold an undelete on")
     retention = 1.0
     async with running_service(database_url, deleted_retention_days=retention / 86400) as service:
         user = await create_user(service.stub)
