@@ -7,10 +7,11 @@ away a call may only fail with UNAVAILABLE carrying our ErrorInfo and a
 RetryInfo, never UNKNOWN, INTERNAL or a driver's message; anything else is
 recorded as a bad outcome.
 
-``audit()`` then reads the database directly (asyncpg, not through the
-service) and reports every call that returned OK but left no trace (a lost
-write) and every broken invariant of the bank. ``retry_unavailable()`` resends
-each call that failed with UNAVAILABLE with the same request_id (the same
+``audit()`` then reads the database directly (raw SQL through
+``tests/db_audit.py``, on SQLite or PostgreSQL, not through the service)
+and reports every call that returned OK but left no trace (a lost write)
+and every broken invariant of the bank. ``retry_unavailable()`` resends each
+call that failed with UNAVAILABLE with the same request_id (the same
 username for a sign-up), which must converge: applied exactly once.
 
 Used by ``tests/integration/test_database_faults.py`` (seconds) and by
@@ -28,14 +29,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import grpc
 import grpc.aio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
-from tests.integration.money_helpers import ledger_sums
+from tests.db_audit import invariant_violations, ledger_rows, rows
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -243,29 +243,18 @@ async def audit(database_url: str, calls: list[Call], *, converged: bool = False
     With ``converged`` (every UNAVAILABLE call has been retried), each request
     must also have been applied exactly once.
     """
-    connection = await asyncpg.connect(database_url)
-    try:
-        users = {
-            row["id"]: (row["username"], row["balance"])
-            for row in await connection.fetch("SELECT id, username, balance FROM users")
-        }
-        ledger = {
-            row["request_id"]: row
-            for row in await connection.fetch(
-                "SELECT id, kind, from_user_id, to_user_id, amount, request_id FROM ledger"
-            )
-        }
-        duplicates = await connection.fetch(
-            "SELECT request_id, count(*) AS n FROM ledger GROUP BY request_id HAVING count(*) > 1"
-        )
-    finally:
-        await connection.close()
+    users = {
+        row["id"]: (row["username"], row["balance"])
+        for row in await rows(database_url, "SELECT id, username, balance FROM users")
+    }
+    ledger = {row["request_id"]: row for row in await ledger_rows(database_url)}
     found = Audit()
     for call in calls:
         problem = _missing(call, users, ledger) if call.code == OK else None
         if problem:
             found.lost.append(problem)
-    found.violations += _invariants(users, list(ledger.values()), duplicates)
+    balances = {user_id: balance for user_id, (_, balance) in users.items()}
+    found.violations += invariant_violations(balances, list(ledger.values()))
     found.violations += _deposit_bounds(calls, ledger, converged=converged)
     if converged:
         found.violations += _unapplied(calls, users, ledger)
@@ -292,27 +281,6 @@ def _missing(call: Call, users: dict[int, tuple[str, int]], ledger: dict[str, An
     if call.method == "TransferFunds" and row["id"] != call.result:
         return f"TransferFunds {request.request_id} returned id {call.result}, ledger {row['id']}"
     return None
-
-
-def _invariants(
-    users: dict[int, tuple[str, int]], ledger: list[Any], duplicates: list[Any]
-) -> list[str]:
-    broken = []
-    balances = {user_id: balance for user_id, (_, balance) in users.items()}
-    deposited = sum(row["amount"] for row in ledger if row["kind"] == "deposit")
-    if sum(balances.values()) != deposited:
-        broken.append(f"sum of balances {sum(balances.values())} != sum of deposits {deposited}")
-    broken += [f"user {i} has a negative balance {b}" for i, b in balances.items() if b < 0]
-    by_ledger = ledger_sums(
-        (row["from_user_id"], row["to_user_id"], row["amount"]) for row in ledger
-    )
-    for user_id, balance in balances.items():
-        if by_ledger.get(user_id, 0) != balance:
-            broken.append(
-                f"user {user_id}: balance {balance} != ledger sum {by_ledger.get(user_id, 0)}"
-            )
-    broken += [f"request_id {row['request_id']} applied {row['n']} times" for row in duplicates]
-    return broken
 
 
 def _deposit_bounds(calls: list[Call], ledger: dict[str, Any], *, converged: bool) -> list[str]:

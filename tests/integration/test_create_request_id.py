@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from passlib import hash as schemes
 from users.v1 import resources_pb2, user_service_pb2
 
+from tests.db_audit import rows, user_row, user_rows
 from tests.helpers import PASSWORD, assert_error, assert_invalid, failure
+from tests.race_clients import race_calls
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -127,26 +128,40 @@ async def test_a_request_id_does_not_protect_against_another_users_name(stub):
     assert_error(got, grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
 
 
-async def test_concurrent_calls_with_one_request_id_create_one_user(stub):
-    key = str(uuid.uuid4())
-    users = await asyncio.gather(*(stub.CreateUser(request(key)) for _ in range(6)))
-    assert len({u.id for u in users}) == 1
-    assert await user_count(stub) == 1
+async def _created_by(database_url: str, request_id: str) -> list[tuple[int, int]]:
+    """The users the database holds, and which user each row of ``request_id`` names."""
+    users = [row["id"] for row in await user_rows(database_url)]
+    keys = await rows(
+        database_url, "SELECT user_id FROM user_create_requests WHERE request_id = $1", request_id
+    )
+    return [(user, key["user_id"]) for user in users for key in keys]
 
 
-async def test_concurrent_calls_with_one_request_id_and_different_fields_create_one_user(stub):
+async def test_concurrent_calls_with_one_request_id_create_one_user(service, database_url):
     key = str(uuid.uuid4())
-    calls = [
-        stub.CreateUser(request(key, username=f"racer{i}", email=f"racer{i}@example.com"))
-        for i in range(4)
-    ]
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    created = [r for r in results if isinstance(r, resources_pb2.User)]
-    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(created) == 1
-    assert len(refused) == 3
-    assert all(e.code() == INVALID for e in refused)
-    assert await user_count(stub) == 1
+    outcomes = await race_calls(service.address, [("CreateUser", request(key))] * 6)
+    assert [(o.code, o.problem) for o in outcomes] == [(grpc.StatusCode.OK, None)] * 6, outcomes
+    (user_id,) = {o.reply.id for o in outcomes}
+    assert await _created_by(database_url, key) == [(user_id, user_id)]
+
+
+async def test_concurrent_calls_with_one_request_id_and_different_fields_create_one_user(
+    service, database_url
+):
+    key = str(uuid.uuid4())
+    outcomes = await race_calls(
+        service.address,
+        [
+            ("CreateUser", request(key, username=f"racer{i}", email=f"racer{i}@example.com"))
+            for i in range(4)
+        ],
+    )
+    assert [o.problem for o in outcomes if o.problem] == []
+    created = [o.reply for o in outcomes if o.ok]
+    assert len(created) == 1, outcomes
+    assert {(o.code, o.reason) for o in outcomes if not o.ok} == {(INVALID, "REQUEST_ID_REUSED")}
+    assert await _created_by(database_url, key) == [(created[0].id, created[0].id)]
+    assert (await user_row(database_url, created[0].id) or {})["username"] == created[0].username
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 65, "semi;colon", "é"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,6 +12,7 @@ import grpc.aio
 from google.protobuf.descriptor import Descriptor
 from users.v1 import resources_pb2, user_service_pb2
 
+from tests.db_audit import user_rows
 from tests.helpers import (
     PASSWORD,
     assert_error,
@@ -22,6 +22,7 @@ from tests.helpers import (
     failure,
     fullwidth,
 )
+from tests.race_clients import race_calls
 
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
 
@@ -264,48 +265,46 @@ def case_variants(word: str, count: int) -> list[str]:
     return list(itertools.islice(variants, count))
 
 
-async def test_concurrent_creates_of_one_username_let_exactly_one_win(stub):
+async def test_concurrent_creates_of_one_username_let_exactly_one_win(service, database_url):
     names = case_variants("racecar", 20)
     assert len({n.lower() for n in names}) == 1
     assert len(set(names)) == 20
 
-    results = await asyncio.gather(
-        *(
-            stub.CreateUser(request(username=name, email=f"racer{i}@example.com"))
+    outcomes = await race_calls(
+        service.address,
+        [
+            ("CreateUser", request(username=name, email=f"racer{i}@example.com"))
             for i, name in enumerate(names)
-        ),
-        return_exceptions=True,
+        ],
     )
 
-    created = [r for r in results if isinstance(r, resources_pb2.User)]
-    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(created) == 1, results
-    assert len(errors) == 19, results
-    assert {e.code() for e in errors} == {ALREADY_EXISTS}
-    for error in errors:
-        got = await failure(_raise(error))
-        assert got.reason == "USERNAME_TAKEN"
-    assert await count_users(stub) == 1
-    winner = created[0]
-    looked_up = await stub.LookupUser(user_service_pb2.LookupUserRequest(username="RACECAR"))
-    assert looked_up == winner
+    assert [o.problem for o in outcomes if o.problem] == []
+    created = [o.reply for o in outcomes if o.ok]
+    assert len(created) == 1, outcomes
+    refused = {(o.code, o.reason) for o in outcomes if not o.ok}
+    assert refused == {(ALREADY_EXISTS, "USERNAME_TAKEN")}
+    stored = await user_rows(database_url)
+    assert [(r["id"], r["username"]) for r in stored] == [(created[0].id, created[0].username)]
+    looked_up = await service.stub.LookupUser(
+        user_service_pb2.LookupUserRequest(username="RACECAR")
+    )
+    assert looked_up == created[0]
 
 
-async def test_concurrent_creates_of_one_email_let_exactly_one_win(stub):
-    results = await asyncio.gather(
-        *(
-            stub.CreateUser(request(username=f"mailracer{i}", email=f"{local}@Example.com"))
+async def test_concurrent_creates_of_one_email_let_exactly_one_win(service, database_url):
+    outcomes = await race_calls(
+        service.address,
+        [
+            ("CreateUser", request(username=f"mailracer{i}", email=f"{local}@Example.com"))
             for i, local in enumerate(case_variants("same", 10))
-        ),
-        return_exceptions=True,
+        ],
     )
-    created = [r for r in results if isinstance(r, resources_pb2.User)]
-    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(created) == 1, results
-    assert len(errors) == 9, results
-    for error in errors:
-        assert_error(await failure(_raise(error)), ALREADY_EXISTS, "EMAIL_TAKEN")
-    assert await count_users(stub) == 1
+    assert [o.problem for o in outcomes if o.problem] == []
+    created = [o.reply for o in outcomes if o.ok]
+    assert len(created) == 1, outcomes
+    assert {(o.code, o.reason) for o in outcomes if not o.ok} == {(ALREADY_EXISTS, "EMAIL_TAKEN")}
+    stored = await user_rows(database_url)
+    assert [(r["id"], r["email"]) for r in stored] == [(created[0].id, created[0].email)]
 
 
 async def _raise(error: BaseException) -> None:
