@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import grpc
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
+from tests.db_audit import user_row
 from tests.helpers import PASSWORD, assert_error, create_user, failure
 from tests.integration.lifecycle_helpers import STATE_METHODS, call, get, put_in_state
 from tests.integration.money_helpers import deposit, new_request_id, transfer
+from tests.race_clients import race_calls
 
 ABORTED = grpc.StatusCode.ABORTED
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
@@ -164,22 +165,28 @@ async def test_an_etag_in_http_quotes_is_accepted(stub):
     assert renamed.display_name == "Renamed"
 
 
-async def test_concurrent_writes_with_one_etag_let_exactly_one_through(stub):
-    user = await create_user(stub)
+async def test_concurrent_writes_with_one_etag_let_exactly_one_through(service, database_url):
+    user = await create_user(service.stub)
+    before = await user_row(database_url, user.id)
+    assert before is not None
 
-    results = await asyncio.gather(
-        *(stub.UpdateUser(_rename(user.id, user.etag, f"Writer {i}")) for i in range(8)),
-        return_exceptions=True,
+    outcomes = await race_calls(
+        service.address,
+        [("UpdateUser", _rename(user.id, user.etag, f"Writer {i}")) for i in range(8)],
     )
 
-    winners = [r for r in results if isinstance(r, resources_pb2.User)]
-    losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(winners) == 1
-    assert len(losers) == 7
-    assert all(e.code() == ABORTED for e in losers)
-    stored = await get(stub, user.id)
-    assert stored.display_name == winners[0].display_name
-    assert stored.etag == winners[0].etag
+    assert [o.problem for o in outcomes if o.problem] == []
+    winners = [o.reply for o in outcomes if o.ok]
+    assert len(winners) == 1, outcomes
+    assert {(o.code, o.reason) for o in outcomes if not o.ok} == {(ABORTED, "ETAG_MISMATCH")}
+    stored = await user_row(database_url, user.id)
+    assert stored is not None
+    # One write and only one: the version moved by exactly one, to the winner's name.
+    assert (stored["display_name"], stored["version"]) == (
+        winners[0].display_name,
+        before["version"] + 1,
+    )
+    assert (await get(service.stub, user.id)).etag == winners[0].etag
 
 
 async def test_a_balance_change_moves_update_time_with_the_etag(stub):

@@ -14,7 +14,9 @@ import grpc
 from users.v1 import user_service_pb2
 
 from service.testing import running_service
+from tests.db_audit import rows
 from tests.helpers import PASSWORD, assert_error, create_user, failure, fullwidth
+from tests.race_clients import race_calls
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -146,10 +148,16 @@ async def test_email_and_username_are_counted_apart(database_url):
 async def test_parallel_guesses_cannot_pass_the_limit(database_url):
     async with serve(database_url, auth_lockout_base=60) as service:
         await create_user(service.stub, "burst")
-        calls = [service.stub.AuthenticateUser(login("burst", f"guess {i}")) for i in range(30)]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        codes = sorted(r.code().name for r in results if isinstance(r, grpc.aio.AioRpcError))
+        outcomes = await race_calls(
+            service.address, [("AuthenticateUser", login("burst", f"guess {i}")) for i in range(30)]
+        )
+        assert [o.problem for o in outcomes if o.problem] == []
+        codes = sorted(o.code.name for o in outcomes)
         assert codes == ["RESOURCE_EXHAUSTED"] * 25 + ["UNAUTHENTICATED"] * 5
+        # The stored counts agree: five failures counted on each key, no more.
+        stored = await rows(database_url, "SELECT failures FROM auth_throttle")
+        assert stored
+        assert {row["failures"] for row in stored} == {5}, stored
 
 
 async def test_lockout_holds_across_a_restart_and_across_servers(database_url):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -10,6 +9,7 @@ import grpc.aio
 from google.protobuf.field_mask_pb2 import FieldMask
 from users.v1 import resources_pb2, user_service_pb2
 
+from tests.db_audit import user_rows
 from tests.helpers import (
     PASSWORD,
     assert_error,
@@ -18,6 +18,7 @@ from tests.helpers import (
     failure,
     fullwidth,
 )
+from tests.race_clients import race_calls
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
@@ -273,22 +274,28 @@ async def test_taking_another_users_email_is_already_exists(stub, subtests):
     assert await get(stub, other.id) == other
 
 
-async def test_concurrent_renames_to_one_username_let_exactly_one_win(stub):
+async def test_concurrent_renames_to_one_username_let_exactly_one_win(service, database_url):
     names = ["prize", "Prize", "PRIZE", "pRiZe", "PrIzE", "prizE", "PRIze", "priZE"]
-    users = [await create_user(stub, f"renamer{i}") for i in range(len(names))]
-    results = await asyncio.gather(
-        *(
-            stub.UpdateUser(update(u.id, "username", username=name))
+    users = [await create_user(service.stub, f"renamer{i}") for i in range(len(names))]
+    outcomes = await race_calls(
+        service.address,
+        [
+            ("UpdateUser", update(u.id, "username", username=name))
             for u, name in zip(users, names, strict=True)
-        ),
-        return_exceptions=True,
+        ],
     )
-    renamed = [r for r in results if isinstance(r, resources_pb2.User)]
-    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(renamed) == 1, results
-    assert len(refused) == 7, results
-    assert {e.code() for e in refused} == {ALREADY_EXISTS}
-    assert (await lookup(stub, username="prize")).id == renamed[0].id
+    assert [o.problem for o in outcomes if o.problem] == []
+    renamed = [o.reply for o in outcomes if o.ok]
+    assert len(renamed) == 1, outcomes
+    assert {(o.code, o.reason) for o in outcomes if not o.ok} == {
+        (ALREADY_EXISTS, "USERNAME_TAKEN")
+    }
+    stored = {row["id"]: row["username"] for row in await user_rows(database_url)}
+    # The winner holds the name; every loser still has its own.
+    assert stored == {
+        u.id: (renamed[0].username if u.id == renamed[0].id else u.username) for u in users
+    }
+    assert (await lookup(service.stub, username="prize")).id == renamed[0].id
 
 
 # --- DeleteUser --------------------------------------------------------------------
