@@ -23,6 +23,7 @@ import asyncpg
 from tests.integration.money_helpers import ledger_sums
 
 __all__ = [
+    "balances",
     "bank_violations",
     "invariant_violations",
     "ledger_rows",
@@ -32,7 +33,10 @@ __all__ = [
     "user_rows",
 ]
 
-USER_COLUMNS = "id, username, username_key, email, email_key, display_name, balance, state, version"
+USER_COLUMNS = (
+    "id, username, username_key, email, email_key, display_name, balance, state, version,"
+    " delete_time"
+)
 
 
 def _sqlite_path(database_url: str) -> str:
@@ -80,11 +84,20 @@ async def user_row(database_url: str, user_id: int) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-async def ledger_rows(database_url: str) -> list[dict[str, Any]]:
+async def ledger_rows(database_url: str, where: str = "TRUE", *args: Any) -> list[dict[str, Any]]:
+    """Ledger rows (deposits and transfers) matching ``where``, by id."""
     return await rows(
         database_url,
-        "SELECT id, kind, from_user_id, to_user_id, amount, request_id FROM ledger ORDER BY id",
+        "SELECT id, kind, from_user_id, to_user_id, amount, request_id FROM ledger"
+        f" WHERE {where} ORDER BY id",
+        *args,
     )
+
+
+async def balances(database_url: str, *user_ids: int) -> list[int]:
+    """The stored balances of these users, in this order."""
+    stored = {row["id"]: row["balance"] for row in await user_rows(database_url)}
+    return [stored[user_id] for user_id in user_ids]
 
 
 def invariant_violations(

@@ -15,7 +15,8 @@ or, one call per lane, ``await race_calls(address, [("DisableUser", r), ...])``.
 Each failure's google.rpc.Status is checked on the way (ErrorInfo of our
 domain, no driver text: ``tests.bank_load.check_failure``); a malformed one is
 reported in ``Outcome.problem``. ``stagger`` delays the start of lane i by
-``i * stagger`` seconds, to make one order of arrival likely.
+``i * stagger`` seconds, to make one order of arrival likely; ``race_pair``
+uses it so that an order-dependent race shows both its outcomes.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ if TYPE_CHECKING:
 
     from google.protobuf.message import Message
 
-__all__ = ["Outcome", "race", "race_calls"]
+__all__ = ["HEAD_START", "Outcome", "race", "race_calls", "race_pair"]
 
 SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 # A race that runs longer than this is stuck: the test fails instead of hanging.
 RACE_TIMEOUT = 60.0
 CALL_TIMEOUT = 30.0
+# A lead long enough that the leading call is usually done before the other
+# arrives, so that each order of an order-dependent race is seen.
+HEAD_START = 0.2
 # The client process imports ``tests.*`` from the project root.
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +119,23 @@ async def race_calls(address: str, calls: Sequence[Call], *, stagger: float = 0.
     """One call per lane, all at once; the outcomes in the order of ``calls``."""
     lanes = await race(address, [[call] for call in calls], stagger=stagger)
     return [lane[0] for lane in lanes]
+
+
+async def race_pair(address: str, first: Call, second: Call, index: int) -> tuple[Outcome, Outcome]:
+    """Two calls racing, by round ``index``: at once, ``first`` leads, ``second`` leads, again.
+
+    Rounds at once are the race itself; the rounds with a head start make sure
+    that over a few rounds each order happens, so that a test can check what
+    each order must leave behind.
+    """
+    mode = index % 3
+    if mode == 0:
+        a, b = await race_calls(address, [first, second])
+    elif mode == 1:
+        a, b = await race_calls(address, [first, second], stagger=HEAD_START)
+    else:
+        b, a = await race_calls(address, [second, first], stagger=HEAD_START)
+    return a, b
 
 
 def _outcome(raw: dict[str, Any]) -> Outcome:

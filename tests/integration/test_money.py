@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -156,16 +155,6 @@ async def test_deposit_that_would_overflow_the_balance_is_invalid_argument(stub)
     assert got.domain == "users.v1", got
     assert "amount" in got.violations, got
     assert await balance_of(stub, user.id) == INT64_MAX
-
-
-async def test_concurrent_replays_of_one_deposit_add_the_amount_once(stub):
-    user = await create_user(stub)
-    request_id = new_request_id()
-
-    results = await asyncio.gather(*(deposit(stub, user.id, 70, request_id) for _ in range(10)))
-
-    assert all(r.id == user.id for r in results)
-    assert await balance_of(stub, user.id) == 70
 
 
 # --- TransferFunds -------------------------------------------------------------------
@@ -365,60 +354,6 @@ async def test_request_id_of_a_transfer_reused_for_a_deposit_is_request_id_reuse
     assert await balance_of(stub, bob.id) == 100
 
 
-async def test_concurrent_identical_transfers_move_money_once_and_agree_on_the_transfer(stub):
-    alice = await funded_user(stub, 1000)
-    bob = await create_user(stub)
-    request_id = new_request_id()
-
-    results = await asyncio.gather(
-        *(transfer(stub, alice.id, bob.id, 300, request_id) for _ in range(10))
-    )
-
-    assert len({r.id for r in results}) == 1
-    assert all(r == results[0] for r in results)
-    assert await balance_of(stub, alice.id) == 700
-    assert await balance_of(stub, bob.id) == 300
-    assert [t.id for t in (await list_transfers(stub, alice.id)).transfers] == [results[0].id]
-
-
-async def test_concurrent_transfers_draining_one_balance_never_overdraw_it(stub):
-    alice = await funded_user(stub, 500)
-    bob = await create_user(stub)
-
-    outcomes = await asyncio.gather(
-        *(transfer(stub, alice.id, bob.id, 100, new_request_id()) for _ in range(10)),
-        return_exceptions=True,
-    )
-
-    done = [o for o in outcomes if not isinstance(o, BaseException)]
-    refused = [o for o in outcomes if isinstance(o, BaseException)]
-    assert len(done) == 5, outcomes
-    assert all(
-        isinstance(e, grpc.aio.AioRpcError) and e.code() == FAILED_PRECONDITION for e in refused
-    ), refused
-    assert await balance_of(stub, alice.id) == 0
-    assert await balance_of(stub, bob.id) == 500
-
-
-async def test_concurrent_opposite_transfers_conserve_the_total(stub):
-    alice = await funded_user(stub, 1000)
-    bob = await funded_user(stub, 1000)
-    calls = []
-    for i in range(20):
-        source, target = (alice, bob) if i % 2 else (bob, alice)
-        calls.append(transfer(stub, source.id, target.id, 10 + i, new_request_id()))
-
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-
-    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
-    balances = [await balance_of(stub, alice.id), await balance_of(stub, bob.id)]
-    assert sum(balances) == 2000
-    assert min(balances) >= 0
-    sent_by_alice = sum(10 + i for i in range(20) if i % 2)
-    sent_by_bob = sum(10 + i for i in range(20) if not i % 2)
-    assert balances[0] == 1000 - sent_by_alice + sent_by_bob
-
-
 # --- ListTransfers -------------------------------------------------------------------
 
 
@@ -513,34 +448,6 @@ async def test_a_user_created_after_a_deletion_does_not_inherit_its_transfers(st
     assert carol.id != alice.id
     assert carol.balance == 0
     assert list((await list_transfers(stub, carol.id)).transfers) == []
-
-
-async def test_transfers_racing_the_deletion_of_their_receiver_never_lose_money(stub):
-    alice = await funded_user(stub, 1000)
-    for _ in range(4):
-        bob = await create_user(stub)
-        before = await balance_of(stub, alice.id)
-
-        outcomes = await asyncio.gather(
-            transfer(stub, alice.id, bob.id, 10, new_request_id()),
-            stub.DeleteUser(delete(bob.id)),
-            return_exceptions=True,
-        )
-        moved: object = outcomes[0]
-        deleted: object = outcomes[1]
-
-        if isinstance(deleted, BaseException):
-            # The transfer came first: bob has the money and could not be deleted.
-            assert isinstance(deleted, grpc.aio.AioRpcError), deleted
-            assert deleted.code() == FAILED_PRECONDITION, deleted
-            assert not isinstance(moved, BaseException), moved
-            assert await balance_of(stub, bob.id) == 10
-            assert await balance_of(stub, alice.id) == before - 10
-        else:
-            # The deletion came first: the transfer found no receiver and moved nothing.
-            assert isinstance(moved, grpc.aio.AioRpcError), moved
-            assert moved.code() == NOT_FOUND, moved
-            assert await balance_of(stub, alice.id) == before
 
 
 # --- DeleteUser and balances ---------------------------------------------------------
