@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import grpc.aio
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
+from tests.db_audit import bank_violations, ledger_rows, user_row
 from tests.helpers import PASSWORD, assert_error, create_user, failure
 from tests.integration.lifecycle_helpers import (
     ACTIVE,
@@ -20,7 +19,8 @@ from tests.integration.lifecycle_helpers import (
     get,
     put_in_state,
 )
-from tests.integration.money_helpers import deposit, new_request_id
+from tests.integration.money_helpers import new_request_id
+from tests.race_clients import race_calls, race_pair
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -218,37 +218,59 @@ async def test_disabled_and_locked_users_can_still_be_read_and_updated(stub, sta
 # --- Concurrency ---------------------------------------------------------------------
 
 
-async def test_concurrent_state_changes_apply_exactly_once(stub):
-    user = await create_user(stub)
+async def test_concurrent_state_changes_apply_exactly_once(service, database_url):
+    user = await create_user(service.stub)
+    before = await user_row(database_url, user.id)
+    assert before is not None
 
-    results = await asyncio.gather(
-        *(call(stub, "DisableUser", user.id) for _ in range(8)), return_exceptions=True
+    outcomes = await race_calls(
+        service.address, [("DisableUser", user_service_pb2.DisableUserRequest(id=user.id))] * 8
     )
 
-    won = [r for r in results if isinstance(r, resources_pb2.User)]
-    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(won) == 1
-    assert len(lost) == 7
-    assert all(e.code() == FAILED_PRECONDITION for e in lost)
-    assert (await get(stub, user.id)).etag == won[0].etag
+    assert [o.problem for o in outcomes if o.problem] == []
+    won = [o.reply for o in outcomes if o.ok]
+    assert len(won) == 1, outcomes
+    refused = {(o.code, o.reason) for o in outcomes if not o.ok}
+    assert refused == {(FAILED_PRECONDITION, "INVALID_STATE_TRANSITION")}
+    stored = await user_row(database_url, user.id)
+    assert stored is not None
+    assert (stored["state"], stored["version"]) == (resources_pb2.DISABLED, before["version"] + 1)
+    assert (await get(service.stub, user.id)).etag == won[0].etag
 
 
-async def test_a_deposit_racing_a_delete_never_leaves_money_on_a_deleted_user(stub):
-    for _ in range(10):
-        user = await create_user(stub)
-        deposited, deleted = await asyncio.gather(
-            deposit(stub, user.id, 5, new_request_id()),
-            call(stub, "DeleteUser", user.id),
-            return_exceptions=True,
+async def test_a_deposit_racing_a_delete_never_leaves_money_on_a_deleted_user(
+    service, database_url
+):
+    seen = set()
+    for index in range(6):
+        user = await create_user(service.stub)
+        request_id = new_request_id()
+        deposited, deleted = await race_pair(
+            service.address,
+            (
+                "Deposit",
+                user_service_pb2.DepositRequest(user_id=user.id, amount=5, request_id=request_id),
+            ),
+            ("DeleteUser", user_service_pb2.DeleteUserRequest(id=user.id)),
+            index,
         )
-        stored = await get(stub, user.id)
-        if isinstance(deleted, Exception):
+        assert (deposited.problem, deleted.problem) == (None, None)
+        stored = await user_row(database_url, user.id)
+        ledger = await ledger_rows(database_url, "request_id = $1", request_id)
+        assert stored is not None
+        if not deleted.ok:
             # The deposit came first: the delete was refused for the balance.
-            assert isinstance(deleted, grpc.aio.AioRpcError)
-            assert deleted.code() == FAILED_PRECONDITION
-            assert (stored.state, stored.balance) == (ACTIVE, 5)
+            seen.add("deposit first")
+            assert (deleted.code, deleted.reason) == (FAILED_PRECONDITION, "BALANCE_NOT_ZERO")
+            assert deposited.ok, deposited
+            assert (stored["balance"], stored["delete_time"]) == (5, None)
+            assert len(ledger) == 1
         else:
             # The delete came first: the deposit found no user and moved nothing.
-            assert isinstance(deposited, grpc.aio.AioRpcError)
-            assert deposited.code() == NOT_FOUND
-            assert (stored.state, stored.balance) == (DELETED, 0)
+            seen.add("delete first")
+            assert (deposited.code, deposited.reason) == (NOT_FOUND, "USER_NOT_FOUND")
+            assert stored["balance"] == 0
+            assert stored["delete_time"] is not None
+            assert ledger == []
+        assert await bank_violations(database_url) == []
+    assert seen == {"deposit first", "delete first"}
