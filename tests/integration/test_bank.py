@@ -1,8 +1,10 @@
 """The bank test (after Jepsen's): concurrent transfers never create or destroy money.
 
 Twenty users are funded by deposits; 32 concurrent clients, each on its own
-channel, send 2,000 random transfers between them, in both directions, and
-resend some with the same request_id. Afterwards the books must balance.
+connection in a process apart from the server's (``tests/race_clients.py``),
+send 2,000 random transfers between them, in both directions, and resend
+some with the same request_id. Afterwards the books, read with raw SQL
+(``tests/db_audit.py``), must balance.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import grpc
 import grpc.aio
-from users.v1 import user_service_pb2, user_service_pb2_grpc
+from users.v1 import user_service_pb2
 
-from service.db.models import LedgerRow
+from tests.db_audit import balances, bank_violations, ledger_rows
 from tests.helpers import create_user, failure
-from tests.integration.money_helpers import ledger_sums
+from tests.race_clients import race
 from tests.requirements import not_applicable
 
 USERS = 20
@@ -46,55 +48,44 @@ async def _balances(stub, ids: list[int]) -> dict[int, int]:
     return {user.id: user.balance for user in reply.users}
 
 
-async def test_concurrent_transfers_keep_the_books_balanced(service):
+async def test_concurrent_transfers_keep_the_books_balanced(service, database_url):
     ids = await _open_accounts(service.stub, USERS, OPENING_DEPOSIT)
     rng = random.Random(20261125)
-    plan = []
-    for _ in range(TRANSFERS):
+    lanes: list[list[tuple[str, user_service_pb2.TransferFundsRequest]]] = [
+        [] for _ in range(CLIENTS)
+    ]
+    for index in range(TRANSFERS):
         source, target = rng.sample(ids, 2)
-        plan.append((source, target, rng.randint(1, 400), str(uuid.uuid4())))
-    # Every outcome of every request_id, to check that replays agree.
-    outcomes: dict[str, set[object]] = defaultdict(set)
-    codes: dict[grpc.StatusCode, int] = defaultdict(int)
+        request = user_service_pb2.TransferFundsRequest(
+            from_user_id=source,
+            to_user_id=target,
+            amount=rng.randint(1, 400),
+            request_id=str(uuid.uuid4()),
+        )
+        # One call in ten is resent, as a client would after a lost reply.
+        lanes[index % CLIENTS] += [("TransferFunds", request)] * (2 if rng.random() < 0.1 else 1)
 
-    async def client(share: list[tuple[int, int, int, str]], seed: int) -> None:
-        local = random.Random(seed)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = user_service_pb2_grpc.UserServiceStub(channel)
-            for source, target, amount, request_id in share:
-                request = user_service_pb2.TransferFundsRequest(
-                    from_user_id=source, to_user_id=target, amount=amount, request_id=request_id
-                )
-                # One call in ten is resent, as a client would after a lost reply.
-                for _ in range(2 if local.random() < 0.1 else 1):
-                    try:
-                        transfer = await stub.TransferFunds(request)
-                    except grpc.aio.AioRpcError as error:
-                        codes[error.code()] += 1
-                        outcomes[request_id].add(error.code())
-                    else:
-                        codes[grpc.StatusCode.OK] += 1
-                        outcomes[request_id].add(transfer.id)
+    outcomes = [o for lane in await race(service.address, lanes) for o in lane]
+    requests = [request for lane in lanes for _, request in lane]
 
-    await asyncio.gather(*(client(plan[i::CLIENTS], i) for i in range(CLIENTS)))
-
+    assert [o.problem for o in outcomes if o.problem] == []
+    codes = Counter(o.code for o in outcomes)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION}, codes
     assert codes[grpc.StatusCode.OK] > TRANSFERS // 2, "too few transfers succeeded to mean much"
     assert codes[grpc.StatusCode.FAILED_PRECONDITION] > 0, "no transfer ever ran out of funds"
 
-    balances = await _balances(service.stub, ids)
-    assert sum(balances.values()) == USERS * OPENING_DEPOSIT
-    assert min(balances.values()) >= 0
-
-    with service.server.database.activate():
-        ledger = await LedgerRow.all()
-    moved = ledger_sums((row.from_user_id, row.to_user_id, row.amount) for row in ledger)
-    assert moved == balances, "a balance differs from the sum of its ledger rows"
-
-    transfers = {row.request_id: row.id for row in ledger if row.kind == "transfer"}
-    succeeded = {rid for rid, seen in outcomes.items() if any(isinstance(o, int) for o in seen)}
+    # The books, read from the database itself.
+    assert await bank_violations(database_url) == []
+    assert sum(await balances(database_url, *ids)) == USERS * OPENING_DEPOSIT
+    ledger = await ledger_rows(database_url, "kind = 'transfer'")
+    transfers = {row["request_id"]: row["id"] for row in ledger}
+    # Every request_id's outcomes: the transfer ids returned, and the refusals.
+    outcomes_of: dict[str, set[object]] = defaultdict(set)
+    for request, outcome in zip(requests, outcomes, strict=True):
+        outcomes_of[request.request_id].add(outcome.reply.id if outcome.ok else outcome.code)
+    succeeded = {rid for rid, seen in outcomes_of.items() if any(isinstance(o, int) for o in seen)}
     assert set(transfers) == succeeded, "ledger and successful calls disagree"
-    for request_id, seen in outcomes.items():
+    for request_id, seen in outcomes_of.items():
         ids_seen = {o for o in seen if isinstance(o, int)}
         # A replay returns the first transfer; it never makes a second one.
         assert len(ids_seen) <= 1, (request_id, seen)
