@@ -64,8 +64,14 @@ typecheck:
 test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 	$(BIN)/pytest
 
-fuzz: setup  ## Hostile-input tests with about 10,000 generated requests (CI runs a few hundred).
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/integration/test_hostile_input.py
+# A new seed each run unless given; printed, so that FUZZ_SEED=N replays a failure.
+ifndef FUZZ_SEED
+FUZZ_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+
+fuzz: setup  ## Hostile-input tests, about 10,000 requests from a random seed it prints (FUZZ_SEED=N replays; CI runs a few hundred from a fixed one).
+	@echo "fuzz: seed $(FUZZ_SEED) (replay: make fuzz FUZZ_SEED=$(FUZZ_SEED))"
+	USERS_FUZZ_SEED=$(FUZZ_SEED) HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/integration/test_hostile_input.py
 
 soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
 	$(PY) -m tests.soak

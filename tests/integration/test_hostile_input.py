@@ -15,7 +15,9 @@ and each example's calls run on the test's event loop, so that the server and
 its database connections are started once per test, not once per example.
 
 Profiles: the default ("ci") runs a few hundred examples per backend with a
-fixed seed; ``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``) runs about 10,000.
+fixed seed; ``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``) runs about 10,000 from
+the seed in ``USERS_FUZZ_SEED`` (a random one when unset). A failure names its
+seed. An OK reply is checked against the rules too (``tests/accepted.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import reprlib
 import unicodedata
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
+import hypothesis
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -38,7 +42,8 @@ from hypothesis import strategies as st
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.testing import RunningService, running_service
-from tests.helpers import PASSWORD, create_user, unique_name
+from tests.accepted import Accepted
+from tests.helpers import PASSWORD, create_user, failure, unique_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -55,9 +60,15 @@ _EXAMPLES = {"ci": 25, "fuzz": 400}
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 if _PROFILE not in _EXAMPLES:
     raise ValueError(f"HYPOTHESIS_PROFILE must be one of {sorted(_EXAMPLES)}, not {_PROFILE!r}")
+# CI draws the same examples every run; `make fuzz` draws new ones from a seed it prints
+# (USERS_FUZZ_SEED). A failure names its seed, so that `make fuzz FUZZ_SEED=N` replays it.
+SEED_ENV = "USERS_FUZZ_SEED"
+CI_SEED = 20261202
+FUZZ_SEED = int(
+    os.environ.get(SEED_ENV) or (CI_SEED if _PROFILE == "ci" else random.getrandbits(32))
+)
 SETTINGS = settings(
     max_examples=_EXAMPLES[_PROFILE],
-    derandomize=_PROFILE == "ci",
     database=None,
     deadline=None,
     print_blob=True,
@@ -475,7 +486,14 @@ async def run_examples(
 
     for value in explicit:
         run = example(value)(run)
-    await asyncio.to_thread(SETTINGS(given(strategy)(run)))
+    try:
+        await asyncio.to_thread(hypothesis.seed(FUZZ_SEED)(SETTINGS(given(strategy)(run))))
+    except BaseException as error:
+        error.add_note(
+            f"fuzz seed {FUZZ_SEED} ({_PROFILE} profile): replay with {SEED_ENV}={FUZZ_SEED}"
+            f" HYPOTHESIS_PROFILE={_PROFILE}, or make fuzz FUZZ_SEED={FUZZ_SEED}"
+        )
+        raise
 
 
 def explicit_requests(request_type: type[Message]) -> list[Message]:
@@ -528,12 +546,17 @@ def short(request: Message) -> str:
     )
 
 
-async def code_of(call: Awaitable[Any]) -> Code:
+async def outcome_of(call: Awaitable[Any]) -> tuple[Code, Any]:
+    """The call's code, and its reply if it was OK."""
     try:
-        await call
+        reply = await call
     except grpc.aio.AioRpcError as error:
-        return error.code()
-    return Code.OK
+        return error.code(), None
+    return Code.OK, reply
+
+
+async def code_of(call: Awaitable[Any]) -> Code:
+    return (await outcome_of(call))[0]
 
 
 async def seed(service: RunningService) -> World:
@@ -557,6 +580,12 @@ async def seed(service: RunningService) -> World:
     return World([u.id for u in users], [u.username for u in users], tokens)
 
 
+async def assert_refused(call: Awaitable[Any], field: str, sent: str) -> None:
+    """Out of range: the call must be INVALID_ARGUMENT naming ``field`` alone."""
+    got = await failure(call)
+    assert (got.code, list(got.violations)) == (Code.INVALID_ARGUMENT, [field]), reprlib.repr(sent)
+
+
 async def assert_still_serving(service: RunningService) -> None:
     user = await create_user(service.stub, unique_name("after"))
     got = await service.stub.GetUser(U.GetUserRequest(id=user.id))
@@ -569,11 +598,15 @@ async def test_hostile_requests_get_documented_codes(rpc: Rpc, database_url: str
         world = await seed(service)
         method = getattr(service.stub, rpc.name)
         allowed = ALWAYS | rpc.codes
+        accepted = Accepted(default_password=PASSWORD)
 
         async def check(request: Message) -> None:
-            code = await code_of(method(request, timeout=60))
+            code, reply = await outcome_of(method(request, timeout=60))
             assert code not in FORBIDDEN, (rpc.name, code, short(request))
             assert code in allowed, (rpc.name, code, short(request))
+            if code == Code.OK:
+                # Accepted: what was accepted must be allowed, and stored as the rules say.
+                assert accepted.problems(rpc.name, request, reply) == [], short(request)
 
         request_type = getattr(U, f"{rpc.name}Request")
         await run_examples(rpc.requests(world), check, explicit_requests(request_type))
@@ -607,21 +640,22 @@ async def test_display_names_round_trip(database_url: str) -> None:
         async def check(parts: tuple[str, str, str]) -> None:
             sent = "".join(parts)
             expected = nfc(sent).strip()
-            if len(expected) > 128:
-                return
-            updated = await stub.UpdateUser(
-                U.UpdateUserRequest(
-                    user=resources_pb2.User(id=user.id, display_name=sent),
-                    update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
-                )
+            rename = U.UpdateUserRequest(
+                user=resources_pb2.User(id=user.id, display_name=sent),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
             )
+            if len(expected) > 128:
+                await assert_refused(stub.UpdateUser(rename), "user.display_name", sent)
+                return
+            updated = await stub.UpdateUser(rename)
             assert updated.display_name == expected
             got = await stub.GetUser(U.GetUserRequest(id=user.id))
             assert got.display_name == expected
             (listed,) = (await stub.BatchGetUsers(U.BatchGetUsersRequest(ids=[user.id]))).users
             assert listed.display_name == expected
 
-        await run_examples(padded, check)
+        # One character too many, whatever the profile draws.
+        await run_examples(padded, check, [("", "x" * 129, ""), (" ", "é" * 128, " ")])
         await assert_still_serving(service)
 
 
@@ -635,6 +669,8 @@ async def test_post_titles_and_bodies_round_trip(database_url: str) -> None:
             sent_title = "".join(title_parts)
             expected_title, expected_body = nfc(sent_title).strip(), nfc(body)
             if len(expected_title) > 200:
+                sent = U.CreatePostRequest(user_id=user.id, title=sent_title, body=body)
+                await assert_refused(stub.CreatePost(sent), "title", sent_title)
                 return
             if not expected_title:  # only white space, such as a no-break space
                 sent = U.CreatePostRequest(user_id=user.id, title=sent_title, body=body)
@@ -659,7 +695,8 @@ async def test_post_titles_and_bodies_round_trip(database_url: str) -> None:
                 "".join
             ),
         )
-        await run_examples(st.tuples(padded, bodies), check)
+        too_long = [(("", "t" * 201, ""), "body"), ((" ", "e\u0301" * 200, ""), "")]
+        await run_examples(st.tuples(padded, bodies), check, too_long)
         full = await stub.GetUser(U.GetUserRequest(id=user.id, view=resources_pb2.USER_VIEW_FULL))
         assert full.posts
         await assert_still_serving(service)
@@ -715,14 +752,14 @@ async def test_usernames_round_trip(database_url: str) -> None:
 
         async def check(sent: str) -> None:
             expected = nfkc(sent)
-            if not 3 <= len(expected) <= 32:
-                return
-            updated = await stub.UpdateUser(
-                U.UpdateUserRequest(
-                    user=resources_pb2.User(id=user.id, username=sent),
-                    update_mask=field_mask_pb2.FieldMask(paths=["username"]),
-                )
+            rename = U.UpdateUserRequest(
+                user=resources_pb2.User(id=user.id, username=sent),
+                update_mask=field_mask_pb2.FieldMask(paths=["username"]),
             )
+            if not 3 <= len(expected) <= 32:
+                await assert_refused(stub.UpdateUser(rename), "user.username", sent)
+                return
+            updated = await stub.UpdateUser(rename)
             assert updated.username == expected
             assert (await stub.GetUser(U.GetUserRequest(id=user.id))).username == expected
             found = await stub.LookupUser(U.LookupUserRequest(username=sent))
@@ -735,7 +772,11 @@ async def test_usernames_round_trip(database_url: str) -> None:
             )
             assert login.user.id == user.id
 
-        await run_examples(usernames, check, ["a--", "x_y", "OR1-1", "select.from", "日本語"])
+        await run_examples(
+            usernames,
+            check,
+            ["a--", "x_y", "OR1-1", "select.from", "日本語", "ab", "a" * 33, "\uff41\uff42"],
+        )
         await assert_still_serving(service)
 
 
@@ -767,14 +808,14 @@ async def test_emails_round_trip(database_url: str) -> None:
             local, domain, shout = parts
             sent = f"{local}@{domain.upper() if shout else domain}"
             expected = f"{nfc(local)}@{domain}"
-            if len(sent) > 254:
-                return
-            updated = await stub.UpdateUser(
-                U.UpdateUserRequest(
-                    user=resources_pb2.User(id=user.id, email=sent),
-                    update_mask=field_mask_pb2.FieldMask(paths=["email"]),
-                )
+            change = U.UpdateUserRequest(
+                user=resources_pb2.User(id=user.id, email=sent),
+                update_mask=field_mask_pb2.FieldMask(paths=["email"]),
             )
+            if len(sent) > 254:
+                await assert_refused(stub.UpdateUser(change), "user.email", sent)
+                return
+            updated = await stub.UpdateUser(change)
             assert updated.email == expected
             assert updated.email.encode() == expected.encode()
             (listed,) = (await stub.BatchGetUsers(U.BatchGetUsersRequest(ids=[user.id]))).users
@@ -796,6 +837,8 @@ async def test_emails_round_trip(database_url: str) -> None:
                 ("a%_b", "example.com", False),
                 ("x'--", "db.example.com", False),
                 ("{0}|`", "example.com", False),
+                # 255 characters and more: refused.
+                ("a" * 64, ".".join(["b" * 60] * 3) + ".example.com", False),
             ],
         )
         await assert_still_serving(service)
