@@ -38,6 +38,9 @@ def change(user_id: int, current: str = WRONG) -> user_service_pb2.ChangePasswor
     )
 
 
+THROTTLE = "SELECT failures FROM auth_throttle"
+
+
 def serve(database_url: str, **policy: Any) -> AbstractAsyncContextManager[RunningService]:
     return running_service(database_url, **policy)
 
@@ -102,10 +105,18 @@ async def test_a_success_forgets_earlier_failures(database_url):
 
 async def test_fifth_attempt_with_the_right_password_succeeds_and_unlocks(database_url):
     async with serve(database_url, auth_lockout_base=30) as service:
-        await create_user(service.stub, "lucky")
+        user = await create_user(service.stub, "lucky")
         await fail_times(service.stub, login("lucky"), 4)
-        await service.stub.AuthenticateUser(login("lucky", PASSWORD))
-        await service.stub.AuthenticateUser(login("lucky", PASSWORD))
+        assert {row["failures"] for row in await rows(database_url, THROTTLE)} == {4}
+        fifth = await service.stub.AuthenticateUser(login("lucky", PASSWORD))
+        assert fifth.user.id == user.id
+        # Unlocked: the count is gone from the database, and a full allowance is back.
+        assert await rows(database_url, THROTTLE) == []
+        again = await service.stub.AuthenticateUser(login("lucky", PASSWORD))
+        assert again.user.id == user.id
+        await fail_times(service.stub, login("lucky"), 4)
+        reply = await service.stub.AuthenticateUser(login("lucky", PASSWORD))
+        assert reply.user.id == user.id
 
 
 async def test_unknown_names_get_exactly_the_answers_of_existing_ones(database_url, subtests):
