@@ -276,3 +276,59 @@ class Accepted:
 def problems(method: str, request: Any, reply: Any, password: str) -> list[str]:
     """What is wrong with this OK reply, for a caller whose users all have ``password``."""
     return Accepted(default_password=password).problems(method, request, reply)
+
+
+# --- requests valid but for one field -------------------------------------------------
+
+# Each value breaks a rule above by itself; sent in an otherwise valid request, it must be refused.
+BREAKING = {
+    "username": ["ab", "a" * 33, "\uff41\uff42", "a b", "a@b", "_abc", "abc\x00", "ab\u202ec"],
+    "email": ["a" * 250 + "@example.com", "no-at-sign", "a@b@example.com", "a\x00@example.com"],
+    "display_name": ["x" * 129, "a\x00b", "a\u202eb", "\x1b[31mred", "line\nbreak"],
+    "password": ["short", "x" * 257, "\uff41" * 7],
+    "title": ["", " \u00a0 ", "t" * 201, "a\x00b", "\u200b"],
+    "body": ["b" * 10_001, "a\x00b", "\u202e"],
+}
+
+
+def near_valid_requests(method: str, user_id: int) -> list[Any]:
+    """Requests of ``method`` that are valid except for one field (``user_id`` is a real user)."""
+    from users.v1 import user_service_pb2 as u
+
+    requests: list[Any] = []
+    if method in {"CreateUser", "BatchCreateUsers"}:
+        breaking = [
+            (field_name, value)
+            for field_name in ("username", "email", "display_name", "password")
+            for value in BREAKING[field_name]
+        ]
+        for index, (name, value) in enumerate(breaking):
+            create = u.CreateUserRequest(
+                username=f"near{index}valid",
+                email=f"near{index}@example.com",
+                display_name="Near Valid",
+                password="correct horse battery",
+            )
+            setattr(create, name, value)
+            requests.append(
+                create if method == "CreateUser" else u.BatchCreateUsersRequest(requests=[create])
+            )
+    elif method == "UpdateUser":
+        for name in ("username", "email", "display_name"):
+            for value in BREAKING[name]:
+                request = u.UpdateUserRequest(user=resources_pb2.User(id=user_id))
+                setattr(request.user, name, value)
+                request.update_mask.paths.append(name)
+                requests.append(request)
+    elif method == "CreatePost":
+        for name in ("title", "body"):
+            for value in BREAKING[name]:
+                post = u.CreatePostRequest(user_id=user_id, title="A title", body="A body")
+                setattr(post, name, value)
+                requests.append(post)
+    elif method == "ChangePassword":
+        requests += [
+            u.ChangePasswordRequest(id=user_id, current_password="x" * 8, new_password=value)
+            for value in BREAKING["password"]
+        ]
+    return requests

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.testing import RunningService, running_service
-from tests.accepted import Accepted
+from tests.accepted import Accepted, near_valid_requests
 from tests.helpers import PASSWORD, create_user, failure, unique_name
 
 if TYPE_CHECKING:
@@ -609,7 +609,11 @@ async def test_hostile_requests_get_documented_codes(rpc: Rpc, database_url: str
                 assert accepted.problems(rpc.name, request, reply) == [], short(request)
 
         request_type = getattr(U, f"{rpc.name}Request")
-        await run_examples(rpc.requests(world), check, explicit_requests(request_type))
+        # Fully hostile requests, and ones valid but for one field (those must be refused).
+        explicit = explicit_requests(request_type) + near_valid_requests(
+            rpc.name, world.user_ids[2]
+        )
+        await run_examples(rpc.requests(world), check, explicit)
         await assert_still_serving(service)
 
 
