@@ -19,8 +19,11 @@ import grpc
 import grpc.aio
 from users.v1 import user_service_pb2
 
+from service.testing import running_service
+from tests.bank_load import BankLoad, audit
 from tests.db_audit import balances, bank_violations, ledger_rows
 from tests.helpers import create_user, failure
+from tests.ops_helpers import eventually
 from tests.race_clients import race
 from tests.requirements import not_applicable
 
@@ -28,6 +31,8 @@ USERS = 20
 CLIENTS = 32
 TRANSFERS = 2000
 OPENING_DEPOSIT = 1_000
+# Calls of the bank load on a healthy database: sign-ups, deposits, transfers.
+CALLS = 60
 
 
 async def _open_accounts(stub, count: int, amount: int) -> list[int]:
@@ -127,3 +132,31 @@ async def test_transfer_that_would_overdraw_moves_nothing(service):
     assert got.code == grpc.StatusCode.FAILED_PRECONDITION
     assert got.reason == "INSUFFICIENT_FUNDS"
     assert await _balances(service.stub, [a, b]) == {a: 100, b: 100}
+
+
+async def test_bank_load_audit_finds_every_call_applied_on_either_backend(database_url):
+    """The fault tests' load and audit (tests/bank_load.py) on a healthy database, both backends.
+
+    With nothing to fail, every call is OK or INSUFFICIENT_FUNDS and the raw-SQL
+    audit finds each one applied exactly once: the auditor that the fault tests
+    and the soak rely on is itself checked here on every run.
+    """
+    async with running_service(database_url, hash_threads=1, access_log=False) as running:
+        load = BankLoad(running.address, clients=4)
+        stop = asyncio.Event()
+        clients = asyncio.create_task(load.run(stop, mix=(0.2, 0.3)))
+
+        # Bounded by calls, not time: a loaded machine is slower, not wrong.
+        async def enough() -> bool:
+            return len(load.calls) >= CALLS
+
+        await eventually(enough, within=60, what=f"{CALLS} calls of the bank load")
+        stop.set()
+        await clients
+
+    assert load.bad == [], load.bad[:10]
+    assert set(load.codes) <= {"OK", "FAILED_PRECONDITION"}, load.codes
+    methods = {call.method for call in load.calls if call.code.name == "OK"}
+    assert methods == {"CreateUser", "Deposit", "TransferFunds"}, load.codes
+    found = await audit(database_url, load.calls, converged=True)
+    assert (found.lost, found.violations) == ([], [])
