@@ -42,8 +42,9 @@ from hypothesis import strategies as st
 from users.v1 import resources_pb2, user_service_pb2
 
 from service.testing import RunningService, running_service
-from tests.accepted import Accepted, near_valid_requests
+from tests.accepted import Accepted
 from tests.helpers import PASSWORD, create_user, failure, unique_name
+from tests.near_valid import near_valid_requests
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Sequence
