@@ -13,7 +13,9 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+CERTS ?= certs
+
+.PHONY: certs setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,12 @@ $(PY):
 
 setup: $(PY)  ## Create .venv and install the service with its dev tools.
 	$(PY) -m pip install --quiet -e '.[dev]'
+
+certs: setup  ## Development CA, server and SPIFFE client certificates in $(CERTS)/ (see README).
+	$(PY) deploy/certs.py $(CERTS) \
+		--client spiffe://users.example/ns/ops/sa/admin \
+		--client spiffe://users.example/ns/web/sa/frontend \
+		--client spiffe://users.example/ns/payments/sa/billing
 
 run: setup  ## Run the service on SQLite (./data/users.sqlite3).
 	$(PY) -m service --listen $(LISTEN)
