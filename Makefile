@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 CERTS ?= certs
 
-.PHONY: certs setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: certs bench-authz auth-timing setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,12 @@ check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 
 # h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench-authz: setup  ## Server CPU per call with and without --authz-policy (mTLS, same run).
+	$(PY) -m bench.authz
+
+auth-timing: setup  ## AuthenticateUser time for existing vs unknown names, both backends.
+	$(PY) -m bench.auth_timing
 
 bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

@@ -1,11 +1,11 @@
 """What the authorization check costs per call: the same server with and without a policy.
 
-    python -m bench.authz [--seconds 3] [--rounds 4]
+    make bench-authz   (python -m bench.authz [--seconds 3] [--rounds 6])
 
 Two ``python -m service`` processes over mTLS on SQLite, one with
 ``--authz-policy deploy/authz-policy.json`` and one without, serve GetUser
 (a user that exists) to a grpc.aio client with 16 calls in flight. Rounds
-alternate between them so that noise hits both alike; the server's CPU time
+alternate between them (ABBA) so that noise hits both alike; the server's CPU time
 (utime + stime from /proc) per call is the figure, and the ratio on/off is
 what the policy costs.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -74,7 +75,7 @@ async def drive(
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -96,13 +97,21 @@ async def main() -> None:
                     ids[policy] = user.id
                 await drive(address, admin, ids[policy], 1.0)  # warm up
             totals = {False: [0, 0.0, 0.0], True: [0, 0.0, 0.0]}
-            for _ in range(args.rounds):
-                for policy, (process, address) in servers.items():
+            ratios = []
+            for round_ in range(args.rounds):
+                # ABBA order: a drift in the machine's load hits both alike.
+                order = (False, True) if round_ % 2 == 0 else (True, False)
+                per_call = {}
+                for policy in order:
+                    process, address = servers[policy]
                     before, started = cpu_seconds(process.pid), time.monotonic()
                     calls = await drive(address, admin, ids[policy], args.seconds)
+                    cpu = cpu_seconds(process.pid) - before
                     totals[policy][0] += calls
-                    totals[policy][1] += cpu_seconds(process.pid) - before
+                    totals[policy][1] += cpu
                     totals[policy][2] += time.monotonic() - started
+                    per_call[policy] = cpu / calls
+                ratios.append(per_call[True] / per_call[False])
             for policy, (calls, cpu, wall) in totals.items():
                 label = "on " if policy else "off"
                 print(
@@ -111,7 +120,9 @@ async def main() -> None:
                 )
             on, off = totals[True], totals[False]
             print(
-                f"ratio on/off: server CPU per call {(on[1] / on[0]) / (off[1] / off[0]):.3f}, "
+                f"ratio on/off: server CPU per call {(on[1] / on[0]) / (off[1] / off[0]):.3f} "
+                f"(median of {len(ratios)} rounds {statistics.median(ratios):.3f}, "
+                f"range {min(ratios):.3f}-{max(ratios):.3f}), "
                 f"throughput {(on[0] / on[2]) / (off[0] / off[2]):.3f}"
             )
         finally:

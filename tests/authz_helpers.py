@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import shutil
 from dataclasses import dataclass
@@ -77,8 +79,9 @@ class Pki:
 def make_pki(directory: Path) -> Pki:
     """Run deploy/certs.py for the principals of the example policy, and keep its CA."""
     tool = certs_tool()
-    tool.main([str(directory), "--client", ADMIN, "--client", INTERN, "--client", FRONTEND,
-               "--client", BILLING])  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # it lists the files it writes
+        tool.main([str(directory), "--client", ADMIN, "--client", INTERN, "--client", FRONTEND,
+                  "--client", BILLING])  # fmt: skip
     ca = tool.Authority.load(
         (directory / "ca.pem").read_bytes(), (directory / "ca-key.pem").read_bytes()
     )

@@ -21,9 +21,9 @@ from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.api.jwks import KeySet, KeySetError
 from service.testing import running_service
-from tests.authz_helpers import SVC, Pki, make_pki, secure_channel, write_policy
+from tests.authz_helpers import FRONTEND, SVC, Pki, make_pki, secure_channel, write_policy
 from tests.helpers import Failure, failure
-from tests.ops_helpers import eventually
+from tests.ops_helpers import eventually, free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -248,3 +248,34 @@ def test_a_key_set_keeps_only_rs256_and_es256_signing_keys():
     assert set(keys) == {"ec-1"}
     with pytest.raises(KeySetError, match="no RS256 or ES256"):
         parse_key_set(key_set(symmetric), "test")
+
+
+async def test_with_mtls_and_jwt_a_token_is_the_principal_and_a_bad_one_is_never_overlooked(
+    pki, tmp_path
+):
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(key_set(jwk(RSA_KEY, "rsa-1")))
+    settings = {**jwt_settings(pki, tmp_path, str(jwks)), "tls_client_ca": str(pki.ca_file)}
+    async with running_service(f"sqlite://{tmp_path / 'u.sqlite3'}", **settings) as running:
+        channel = secure_channel(running.address, pki.credentials(pki.client("frontend")))
+        async with channel:
+            users = user_service_pb2_grpc.UserServiceStub(channel)
+            request = user_service_pb2.GetUserRequest(id=42)
+            # The certificate alone: its SPIFFE ID, which this policy does not allow.
+            got = await failure(users.GetUser(request))
+            assert (got.code, got.metadata["principal"]) == (DENIED, FRONTEND)
+            # With a token: the token's sub, which it does.
+            got = await failure(users.GetUser(request, metadata=bearer(token())))
+            assert got.code == grpc.StatusCode.NOT_FOUND
+            # A bad token is refused even though the certificate is good.
+            got = await failure(users.GetUser(request, metadata=bearer(token(aud="other"))))
+            assert (got.code, got.reason) == (UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
+
+
+async def test_a_key_url_that_does_not_answer_at_start_up_refuses_tokens_but_serves(pki, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"  # nothing listens there
+    settings = jwt_settings(pki, tmp_path, url)
+    async with running_service(f"sqlite://{tmp_path / 'u.sqlite3'}", **settings) as running:
+        got = await get_user(running, pki, bearer(token()))
+        assert (got.code, got.reason) == (UNAUTHENTICATED, "CALLER_UNAUTHENTICATED")
+        assert "(kid) is not known" in got.message

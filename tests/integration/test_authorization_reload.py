@@ -155,3 +155,37 @@ async def test_a_policy_without_mtls_or_jwt_refuses_to_start_with_one_line(tmp_p
     assert "--authz-policy" in line
     assert "--tls-client-ca" in line
     assert "--authz-jwks" in line
+
+
+async def test_sighup_reaches_every_worker(pki, tmp_path):
+    policy = write_policy(tmp_path / "policy.json", frontend_may("LookupUser"))
+    address = f"127.0.0.1:{free_port()}"
+    frontend = pki.credentials(pki.client("frontend"))
+    async with service_process(
+        "--database-url", f"sqlite://{tmp_path / 'users.sqlite3'}", "--workers", "2",
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-client-ca", str(pki.ca_file), "--authz-policy", str(policy),
+        listen=address, cwd=tmp_path,
+    ) as running:  # fmt: skip
+        await running.wait_serving(credentials=frontend)
+
+        def serving_workers() -> int:
+            return sum("serving users.v1.UserService" in line for line in running.lines)
+
+        async def both_serving() -> bool:
+            return serving_workers() == 2
+
+        await eventually(both_serving, within=30, interval=0.2, what="two workers serving")
+        running.signal(signal.SIGHUP)
+
+        def reloaded() -> list[str]:
+            return [line for line in running.lines if "reloaded" in line and "(SIGHUP)" in line]
+
+        async def both_reloaded() -> bool:
+            return len(reloaded()) == 2
+
+        await eventually(both_reloaded, within=10, interval=0.2, what="both workers reloading")
+        pids = {line.split("[", 1)[1].split("]", 1)[0] for line in reloaded()}
+        assert len(pids) == 2, reloaded()
+        running.signal(signal.SIGTERM)
+        assert await running.wait_exit() == 0, running.stderr
