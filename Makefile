@@ -13,7 +13,9 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+CERTS ?= certs
+
+.PHONY: certs bench-authz auth-timing setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,12 @@ $(PY):
 
 setup: $(PY)  ## Create .venv and install the service with its dev tools.
 	$(PY) -m pip install --quiet -e '.[dev]'
+
+certs: setup  ## Development CA, server and SPIFFE client certificates in $(CERTS)/ (see README).
+	$(PY) deploy/certs.py $(CERTS) \
+		--client spiffe://users.example/ns/ops/sa/admin \
+		--client spiffe://users.example/ns/web/sa/frontend \
+		--client spiffe://users.example/ns/payments/sa/billing
 
 run: setup  ## Run the service on SQLite (./data/users.sqlite3).
 	$(PY) -m service --listen $(LISTEN)
@@ -80,6 +88,12 @@ check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 
 # h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+bench-authz: setup  ## Server CPU per call with and without --authz-policy (mTLS, same run).
+	$(PY) -m bench.authz
+
+auth-timing: setup  ## AuthenticateUser time for existing vs unknown names, both backends.
+	$(PY) -m bench.auth_timing
 
 bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'

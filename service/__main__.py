@@ -8,7 +8,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from service.api.jwks import KeySetError
 from service.api.observability import configure_access_log
+from service.api.policy import PolicyError, load_policy
+from service.api.registration import UnguardedMethod
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
@@ -35,6 +38,7 @@ async def serve(settings: Settings, *, worker: int = 0, migrate: bool | None = N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_authorization)
     # The server may still be waiting for the database: a signal ends the
     # wait, and so does giving up on the database (--database-wait).
     ready = asyncio.ensure_future(server.ready())
@@ -101,6 +105,9 @@ def _guarded(action: Any) -> None:
     except MigrationFailed as error:
         log.error("migration failed: %s", error)
         sys.exit(1)
+    except (PolicyError, KeySetError, UnguardedMethod) as error:
+        log.error("cannot start: %s", error)
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -126,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.workers == 1:
         _guarded(lambda: _run(serve(settings)))
         return
+    if settings.authz_policy:
+        # A bad policy stops start-up once, with one line, before any worker.
+        _guarded(lambda: load_policy(settings.authz_policy))
     # Migrate (or check) once in the parent, before forking, so that workers
     # never race each other over the schema.
     _guarded(lambda: _run(migrate(settings, apply=settings.migrate_on_start)))

@@ -62,6 +62,11 @@ class Settings:
     auth_failure_window: float = 3600.0
     auth_lockout_base: float = 1.0
     auth_lockout_max: float = 900.0
+    # -- who may call what (authorization) --
+    authz_policy: str = ""
+    authz_jwks: str = ""
+    authz_jwt_issuer: str = ""
+    authz_jwt_audience: str = ""
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -102,6 +107,7 @@ class Settings:
             "auth_lockout_max",
             "must be at least --auth-lockout-base",
         )
+        _check_authz(self)
 
     @property
     def tls(self) -> bool:
@@ -150,6 +156,26 @@ def _check_tls(settings: Settings) -> None:
         _check(not path or Path(path).is_file(), name, f"no such file: {path}")
 
 
+def _check_authz(settings: Settings) -> None:
+    jwt = bool(settings.authz_jwks)
+    for name in ("authz_jwt_issuer", "authz_jwt_audience"):
+        _check(jwt or not getattr(settings, name), name, "goes with --authz-jwks")
+        _check(not jwt or bool(getattr(settings, name)), name, "--authz-jwks needs it")
+    if jwt:
+        _check(bool(settings.authz_policy), "authz_jwks", "bearer tokens need --authz-policy")
+        url = settings.authz_jwks.startswith(("http://", "https://"))
+        jwks_file = url or Path(settings.authz_jwks).is_file()
+        _check(jwks_file, "authz_jwks", f"no such file: {settings.authz_jwks}")
+    if settings.authz_policy:
+        policy_file = Path(settings.authz_policy).is_file()
+        _check(policy_file, "authz_policy", f"no such file: {settings.authz_policy}")
+        _check(
+            bool(settings.tls_client_ca) or jwt,
+            "authz_policy",
+            "callers need an identity: set --tls-client-ca (mTLS) or --authz-jwks (JWT)",
+        )
+
+
 _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
@@ -178,6 +204,13 @@ _HELP = {
     "auth_failure_window": "seconds without attempts after which failures are forgotten",
     "auth_lockout_base": "seconds of the first lockout; each later failure doubles it",
     "auth_lockout_max": "longest lockout in seconds",
+    "authz_policy": (
+        "gRPC authorization policy (gRFC A43 JSON) deciding which principal may call which"
+        " method; reloaded on SIGHUP and when the file changes (off when empty)"
+    ),
+    "authz_jwks": "JWKS file or http(s) URL of the keys that sign callers' bearer JWTs",
+    "authz_jwt_issuer": "the iss every bearer JWT must carry",
+    "authz_jwt_audience": "the aud every bearer JWT must carry (this service's name)",
 }
 
 

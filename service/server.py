@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
+from service.api.authz import OPEN_SERVICES, Authorizer, open_authorizer
 from service.api.calls import CallGuard
 from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
+from service.api.registration import GuardedRegistry
 from service.api.servicer import UserServicer
 from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
@@ -48,6 +51,7 @@ log = logging.getLogger("service.server")
 
 USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
 SERVICE_NAME: str = USER_SERVICE.full_name
+SERVED_SERVICES = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
 class BindError(RuntimeError):
@@ -78,6 +82,7 @@ class UsersServer:
         self._ready: asyncio.Task[None] | None = None
         # Registered before the database answers; the real servicer is attached once it does.
         self._servicer = DeferredServicer(USER_SERVICE)
+        self.authorizer: Authorizer | None = None
 
     async def start(self, *, migrate: bool | None = None) -> None:
         """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start.
@@ -111,16 +116,8 @@ class UsersServer:
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
-        guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
-        guard.guard_servicer(self._servicer, USER_SERVICE)
-        # It has every method of the generated servicer, set on the instance.
-        front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(front, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
         self._server = server
+        self._register(server, await self._open_authorizer())
         self.port = self._bind(server)
         self._start_metrics()
         for name in ("", SERVICE_NAME):
@@ -145,6 +142,35 @@ class UsersServer:
                 self.database.dialect,
                 self.worker,
             )
+
+    async def _open_authorizer(self) -> Authorizer | None:
+        methods = {f"/{SERVICE_NAME}/{method.name}" for method in USER_SERVICE.methods}
+        self.authorizer = await open_authorizer(
+            self.settings, methods=methods, registry=self.metrics.registry
+        )
+        return self.authorizer
+
+    def _register(self, server: grpc.aio.Server, authorizer: Authorizer | None) -> None:
+        """Add every service through the call guard; refuse to go on if a method escaped it."""
+        guard = CallGuard(
+            as_unavailable, self.metrics, log_calls=self.settings.access_log, authorizer=authorizer
+        )
+        registry = GuardedRegistry(server, guard.wrap, open_services=OPEN_SERVICES)
+        # It has every method of the generated servicer, set on the instance.
+        front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
+        # The generated functions only call the two add_* methods the registry has.
+        target = cast("grpc.aio.Server", registry)
+        user_service_pb2_grpc.add_UserServiceServicer_to_server(front, target)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            ReflectionServicer(SERVED_SERVICES), target
+        )
+        registry.verify(SERVED_SERVICES)
+
+    def reload_authorization(self) -> None:
+        """SIGHUP: read the authorization policy (and a JWKS file) again; a bad one is kept out."""
+        if self.authorizer is not None:
+            self.authorizer.reload()
 
     async def _prepare(self, migrate: bool, *, wait: float) -> None:
         """Reach the database (for up to ``wait`` s), check its schema, build the servicer."""
@@ -296,5 +322,7 @@ class UsersServer:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
             self._metrics_http = None
+        if self.authorizer is not None:
+            await self.authorizer.close()
         self.hasher.close()
         await self.database.close()

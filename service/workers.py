@@ -36,12 +36,15 @@ def run_workers(settings: Settings, serve_worker: Callable[[Settings, int], None
     log.info("started %d workers: %s", len(workers), ", ".join(str(w.pid) for w in workers))
 
     def relay(signum: int, _frame: object) -> None:
+        # SIGHUP (reload the authorization policy) goes on as it is; the others stop the workers.
+        forwarded = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
         for worker in workers:
             if worker.pid is not None and worker.exitcode is None:
-                os.kill(worker.pid, signal.SIGTERM)
+                os.kill(worker.pid, forwarded)
 
     signal.signal(signal.SIGTERM, relay)
     signal.signal(signal.SIGINT, relay)
+    signal.signal(signal.SIGHUP, relay)
     for worker in workers:
         worker.join()
     failed = [w for w in workers if w.exitcode != 0]

@@ -1,7 +1,10 @@
-"""The one wrapper every UserService call runs in.
+"""The one wrapper every call runs in.
 
-It turns domain errors into statuses (and any other exception into INTERNAL,
-or UNAVAILABLE for a lost database), and times, counts and logs the call.
+It checks the caller against the authorization policy (``service.api.authz``)
+and runs the call as that principal (``service.domain.actor``); it turns
+domain errors into statuses (and any other exception into INTERNAL, or
+UNAVAILABLE for a lost database), and times, counts and logs the call.
+``service.api.registration`` applies it to every method of every service.
 It is applied to the servicer's methods when they are registered rather than
 as a ``grpc.aio.ServerInterceptor``: an interceptor cannot see handler
 exceptions without wrapping the handler anyway, and grpc.aio runs its
@@ -23,13 +26,13 @@ import grpc.aio
 
 from service.api.observability import access_log
 from service.api.status import internal_status, to_status
+from service.domain.actor import Actor, acting_as
 from service.domain.errors import UsersError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from google.protobuf.descriptor import ServiceDescriptor
-
+    from service.api.authz import Authorizer
     from service.api.observability import Metrics
 
     Behavior = Callable[[Any, Any], Awaitable[Any]]
@@ -46,20 +49,14 @@ class CallGuard:
         metrics: Metrics | None,
         *,
         log_calls: bool,
+        authorizer: Authorizer | None = None,
     ) -> None:
         # Maps a non-domain exception (a lost database connection, say) to a
         # domain error, or returns None when it is a genuine fault.
         self._classify = classify
         self._metrics = metrics
         self._log_calls = log_calls
-
-    def guard_servicer(self, servicer: object, service: ServiceDescriptor) -> None:
-        """Wrap every unary method of ``servicer`` in place, before it is registered."""
-        for method in service.methods:
-            if method.client_streaming or method.server_streaming:
-                continue
-            behavior = getattr(servicer, method.name)
-            setattr(servicer, method.name, self.wrap(service.full_name, method.name, behavior))
+        self._authorizer = authorizer
 
     def wrap(self, service: str, method: str, behavior: Behavior) -> Behavior:
         full_method = f"/{service}/{method}"
@@ -69,6 +66,7 @@ class CallGuard:
             self._log_calls,
             os.getpid(),
         )
+        authorizer = self._authorizer
         if metrics is not None:
             started = metrics.started.labels(service, method)
             latency = metrics.latency.labels(service, method)
@@ -76,11 +74,18 @@ class CallGuard:
         async def guarded(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
+            caller = ""
             if metrics is not None:
                 started.inc()
                 metrics.in_flight.inc()
             try:
-                response = await behavior(request, context)
+                if authorizer is None:
+                    response = await behavior(request, context)
+                else:
+                    caller = authorizer.principal(context)
+                    authorizer.check(caller, full_method)
+                    with acting_as(Actor(caller)):
+                        response = await behavior(request, context)
                 code = grpc.StatusCode.OK
                 return response
             except UsersError as error:
@@ -120,6 +125,7 @@ class CallGuard:
                                 "code": code.name,
                                 "duration_ms": round(elapsed * 1000, 3),
                                 "peer": context.peer(),
+                                "caller": caller,
                                 "pid": pid,
                             }
                         )

@@ -10,6 +10,7 @@ them the real servicer.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from service.domain.errors import DatabaseUnavailable
@@ -28,7 +29,8 @@ class DeferredServicer:
     def __init__(self, service: ServiceDescriptor) -> None:
         self._target: object | None = None
         for method in service.methods:
-            setattr(self, method.name, self._route(method.name))
+            route = self._stream if method.server_streaming else self._route
+            setattr(self, method.name, route(method.name))
 
     def attach(self, servicer: object) -> None:
         """From now on every call goes to ``servicer``."""
@@ -40,6 +42,23 @@ class DeferredServicer:
             if target is None:
                 raise DatabaseUnavailable()
             return await getattr(target, name)(request, context)
+
+        call.__name__ = name
+        return call
+
+    def _stream(self, name: str) -> Callable[[Any, Any], Awaitable[Any]]:
+        """A server-streaming method: the attached one may be an async generator or write itself."""
+
+        async def call(request: Any, context: Any) -> Any:
+            target = self._target
+            if target is None:
+                raise DatabaseUnavailable()
+            result = getattr(target, name)(request, context)
+            if inspect.isasyncgen(result):
+                async for message in result:
+                    await context.write(message)
+                return None
+            return await result
 
         call.__name__ = name
         return call

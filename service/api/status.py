@@ -15,7 +15,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from service.domain import errors
+from service.domain import caller_errors, errors
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -35,6 +35,7 @@ STATUS_CODES: Mapping[type[errors.UsersError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Aborted: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    caller_errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # How long a client should wait before retrying errors that are worth a retry.
