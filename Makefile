@@ -19,26 +19,40 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# The service depends on users-api by path (generated/), and pip installs a
+# copy of it; the editable install after it makes `make proto` take effect
+# without a reinstall.
+EDITABLE_STUBS = $(PY) -m pip install --quiet --no-deps -e ./generated
+
 setup: $(PY)  ## Create .venv and install the service with its dev tools.
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(EDITABLE_STUBS)
 
 run: setup  ## Run the service on SQLite (./data/users.sqlite3).
 	$(PY) -m service --listen $(LISTEN)
 
+# generated/ is also the users-api distribution: its pyproject.toml and
+# README.md are its own and stay; only generated/users/ is rewritten. The
+# client service configs (*_grpc_service_config.json) live beside the protos,
+# as googleapis keeps them, and are shipped with the stubs as package data.
+SERVICE_CONFIGS := $(shell cd protos && find . -name '*_grpc_service_config.json' | sort)
+
 define generate
-	rm -rf $(1) && mkdir -p $(1)
+	rm -rf $(1)/users && mkdir -p $(1)
 	$(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
 		--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
 	find $(1)/users -type d -exec touch {}/__init__.py \;
 	touch $(1)/users/py.typed
+	cd protos && cp --parents $(SERVICE_CONFIGS) $(abspath $(1))/
 endef
 
-proto:  ## Regenerate generated/ from protos/.
+proto:  ## Regenerate generated/users/ from protos/.
 	$(call generate,generated)
 
-proto-check:  ## Fail when generated/ is stale.
+proto-check:  ## Fail when generated/users/ is stale.
+	rm -rf .proto-check
 	$(call generate,.proto-check)
-	diff -r -x __pycache__ generated .proto-check || \
+	diff -r -x __pycache__ generated/users .proto-check/users || \
 		(echo 'generated/ is stale: run make proto and commit the result' && exit 1)
 	rm -rf .proto-check
 
@@ -77,10 +91,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
 	@command -v h2load >/dev/null 2>&1 || { echo 'bench: installing h2load (nghttp2-client)'; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \
+		generated/build generated/*.egg-info
