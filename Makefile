@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,33 @@ proto-check:  ## Fail when generated/users/ is stale.
 		(echo 'generated/ is stale: run make proto and commit the result' && exit 1)
 	rm -rf .proto-check
 
+# buf (lint and breaking-change checks of protos/, rules in buf.yaml) comes
+# from the npm registry, pinned in package.json and package-lock.json.
+BUF := node_modules/.bin/buf
+# Breaking changes are checked against the committed image of the last
+# released contract, and against the last commit of this ref that changed
+# protos/ (skipped where the ref does not exist, as in a bare export).
+BUF_AGAINST_REF ?= main
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+proto-lint: node_modules/.installed  ## buf lint with the rule set of buf.yaml.
+	$(BUF) lint
+
+proto-breaking: node_modules/.installed  ## Fail on a wire, JSON or generated-code breaking change of protos/.
+	$(BUF) breaking --against protos/baseline.binpb
+	@commit=$$(git log -1 --format=%H $(BUF_AGAINST_REF) -- protos 2>/dev/null); \
+	if [ -z "$$commit" ]; then echo "proto-breaking: no $(BUF_AGAINST_REF) to compare with"; exit 0; fi; \
+	against=$$(mktemp -d) && trap 'rm -rf "$$against"' EXIT && \
+	git archive "$$commit" protos | tar -x -C "$$against" && \
+	echo "$(BUF) breaking --against $(BUF_AGAINST_REF)@$$commit:protos" && \
+	$(BUF) breaking --against "$$against/protos"
+
+proto-baseline: node_modules/.installed  ## On a release: record protos/ as the contract later changes must keep.
+	$(BUF) build --exclude-source-info -o protos/baseline.binpb
+
 migrations: setup  ## After a model change: write the next migration (NAME=what_changed), then commit it.
 	$(BIN)/tortoise -c service.db.migrate.TORTOISE_ORM makemigrations models $(if $(NAME),--name $(NAME))
 	$(BIN)/ruff check --fix --quiet service/db/migrations
@@ -84,7 +111,7 @@ fuzz: setup  ## Hostile-input tests with about 10,000 generated requests (CI run
 soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
 	$(PY) -m tests.soak
 
-check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
+check: setup lint typecheck proto-check proto-lint proto-breaking migrations-check test  ## What CI runs.
 
 # h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -98,5 +125,5 @@ bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: 
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \
+	rm -rf $(VENV) node_modules .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \
 		generated/build generated/*.egg-info
