@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
 
 from service.api.observability import configure_access_log
+from service.api.shared_metrics import SharedMetricsEndpoint
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
@@ -129,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Migrate (or check) once in the parent, before forking, so that workers
     # never race each other over the schema.
     _guarded(lambda: _run(migrate(settings, apply=settings.migrate_on_start)))
-    sys.exit(run_workers(settings, _serve_worker))
+    # One metrics endpoint, served by the parent, sums what the workers record.
+    metrics = SharedMetricsEndpoint(settings.metrics_listen) if settings.metrics_listen else None
+    workers = dataclasses.replace(settings, metrics_listen="") if metrics else settings
+    sys.exit(run_workers(workers, _serve_worker, metrics))
 
 
 if __name__ == "__main__":

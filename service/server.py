@@ -159,6 +159,7 @@ class UsersServer:
         signups = Signups(self.hasher)
         self._servicer.attach(UserServicer(accounts, Posts(tokens), Money(tokens), signups))
         self.metrics.database_up.set(1)
+        self.metrics.sample_pool()
 
     async def _become_ready(self, migrate: bool) -> None:
         await self._prepare(migrate, wait=self.settings.database_wait)
@@ -266,6 +267,7 @@ class UsersServer:
                 if healthy:
                     log.error("database probe failed: %s", type(error).__name__)
             self.metrics.database_up.set(int(ok))
+            self.metrics.sample_pool()
             if ok != healthy:
                 healthy = ok
                 for name in ("", SERVICE_NAME):
