@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from service.api.observability import configure_access_log
 from service.api.shared_metrics import SharedMetricsEndpoint
+from service.api.tracing import TracingConfigError
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
@@ -97,7 +98,7 @@ def _serve_worker(settings: Settings, worker: int) -> None:
 def _guarded(action: Any) -> None:
     try:
         action()
-    except (BindError, DatabaseUnreachable, MigrationsPending) as error:
+    except (BindError, DatabaseUnreachable, MigrationsPending, TracingConfigError) as error:
         log.error("cannot start: %s", error)
         sys.exit(1)
     except MigrationFailed as error:

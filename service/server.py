@@ -26,6 +26,7 @@ from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
 from service.api.servicer import UserServicer
+from service.api.tracing import Tracing
 from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
 from service.db.migrate import require_migrated
@@ -55,7 +56,14 @@ class BindError(RuntimeError):
 
 
 class UsersServer:
-    def __init__(self, settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: int = 0,
+        reuse_port: bool = False,
+        tracing: Tracing | None = None,
+    ) -> None:
         silence_query_logs()
         self.settings = settings
         self.worker = worker
@@ -78,6 +86,8 @@ class UsersServer:
         self._ready: asyncio.Task[None] | None = None
         # Registered before the database answers; the real servicer is attached once it does.
         self._servicer = DeferredServicer(USER_SERVICE)
+        # -- traces: off unless OTEL_TRACES_EXPORTER is set (or ``tracing`` is given).
+        self.tracing = tracing if tracing is not None else Tracing.from_environment()
 
     async def start(self, *, migrate: bool | None = None) -> None:
         """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start.
@@ -108,6 +118,8 @@ class UsersServer:
             waiting = True
 
         server = grpc.aio.server(
+            # None when tracing is off: an interceptor costs CPU on every call.
+            interceptors=self.tracing.interceptors() if self.tracing else None,
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
@@ -300,3 +312,5 @@ class UsersServer:
             self._metrics_http = None
         self.hasher.close()
         await self.database.close()
+        if self.tracing is not None:
+            self.tracing.close()
