@@ -118,13 +118,14 @@ class UsersServer:
             waiting = True
 
         server = grpc.aio.server(
-            # None when tracing is off: an interceptor costs CPU on every call.
-            interceptors=self.tracing.interceptors() if self.tracing else None,
             options=self._channel_options(),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
         guard = CallGuard(as_unavailable, self.metrics, log_calls=self.settings.access_log)
         guard.guard_servicer(self._servicer, USER_SERVICE)
+        if self.tracing is not None:
+            # Outside the guard, so that a span sees the status the guard sets.
+            self.tracing.trace_servicer(self._servicer, USER_SERVICE)
         # It has every method of the generated servicer, set on the instance.
         front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
         user_service_pb2_grpc.add_UserServiceServicer_to_server(front, server)

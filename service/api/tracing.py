@@ -2,13 +2,17 @@
 
 Off unless ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``, ``console``,
 or any registered under the ``opentelemetry_traces_exporter`` entry point),
-and off with ``OTEL_SDK_DISABLED=true``. Off costs nothing per call: no
-interceptor is installed and the database is not wrapped.
+and off with ``OTEL_SDK_DISABLED=true``. Off costs nothing per call: the
+servicer's methods are not wrapped and neither is the database client.
 
-When on, each call gets one SERVER span from opentelemetry-instrumentation-grpc's
-grpc.aio interceptor, which continues a caller's W3C ``traceparent`` (or any
-propagator of ``OTEL_PROPAGATORS``), with a CLIENT child span per database
-statement (``service.db.tracing``). The rest comes from the SDK's own
+When on, each call gets one SERVER span, as opentelemetry-instrumentation-grpc
+would make it (name, ``rpc.*`` attributes, status code), continuing a
+caller's W3C ``traceparent`` (or any propagator of ``OTEL_PROPAGATORS``),
+with a CLIENT child span per database statement (``service.db.tracing``).
+The span is made by wrapping the servicer's methods rather than by that
+package's grpc.aio interceptor: measured in ``make bench``, the interceptor
+pipeline alone cost about 0.2 ms of CPU per call, as much again as the spans.
+The rest comes from the SDK's own
 variables: ``OTEL_SERVICE_NAME`` (default ``users-service``),
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and its argument,
 ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*``.
@@ -16,27 +20,27 @@ variables: ``OTEL_SERVICE_NAME`` (default ``users-service``),
 
 from __future__ import annotations
 
+import contextlib
 import os
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import grpc.aio
-from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry import propagate
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from service.db import tracing as db_tracing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
+    from google.protobuf.descriptor import ServiceDescriptor
     from opentelemetry.trace import Tracer
 
-    Handler = grpc.RpcMethodHandler[Any, Any]
+    Behavior = Callable[[Any, Any], Awaitable[Any]]
 
 __all__ = ["Tracing", "TracingConfigError"]
 
@@ -62,7 +66,7 @@ class TracingConfigError(ValueError):
 
 
 class Tracing:
-    """The tracer provider of one server, and the interceptors that trace its calls."""
+    """The tracer provider of one server, and the wrappers that trace its calls."""
 
     def __init__(self, provider: TracerProvider, *, owned: bool = False) -> None:
         self.provider = provider
@@ -90,13 +94,51 @@ class Tracing:
             provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
         return cls(provider, owned=True)
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        """The server's interceptors: the call's span, then its status code and DB spans."""
+    def trace_servicer(self, servicer: object, service: ServiceDescriptor) -> None:
+        """Wrap every method of ``servicer`` in place, outside the call guard, before registration.
+
+        Wrapping the methods, as the call guard does, rather than adding a
+        grpc.aio interceptor: any interceptor puts every call through grpc.aio's
+        interception pipeline, which cost about 0.2 ms of CPU per call here.
+        """
         db_tracing.install()
-        return [
-            aio_server_interceptor(tracer_provider=self.provider),  # type: ignore[no-untyped-call]
-            _CallOutcome(self._tracer),
-        ]
+        for method in service.methods:
+            behavior = getattr(servicer, method.name)
+            full_method = f"/{service.full_name}/{method.name}"
+            attributes = {
+                "rpc.system": "grpc",
+                "rpc.service": service.full_name,
+                "rpc.method": method.name,
+            }
+            traced: object = (
+                self._traced_stream(full_method, attributes, behavior)
+                if method.server_streaming
+                else self._traced_unary(full_method, attributes, behavior)
+            )
+            setattr(servicer, method.name, traced)
+
+    def _traced_unary(
+        self, full_method: str, attributes: dict[str, str], behavior: Behavior
+    ) -> Behavior:
+        tracer = self._tracer
+
+        async def traced(request: Any, context: Any) -> Any:
+            with _server_span(tracer, full_method, attributes, context):
+                return await behavior(request, context)
+
+        return traced
+
+    def _traced_stream(
+        self, full_method: str, attributes: dict[str, str], behavior: Any
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        tracer = self._tracer
+
+        async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
+            with _server_span(tracer, full_method, attributes, context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return traced
 
     def close(self) -> None:
         if self._owned:
@@ -116,56 +158,31 @@ def _exporter(name: str, environ: Mapping[str, str]) -> Any:
     return next(iter(found)).load()()
 
 
-class _CallOutcome(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Inside the instrumentation's span: lets database spans join it, records the status code.
+@contextlib.contextmanager
+def _server_span(
+    tracer: Tracer, full_method: str, attributes: dict[str, str], context: Any
+) -> Iterator[None]:
+    """One call's SERVER span, continuing the caller's trace; database spans join it.
 
-    The instrumentation learns the code from ``context.abort()``, but the
-    service's call wrapper aborts with ``abort_with_status()`` (to send
-    error details), which it does not see; ``context.code()`` does.
+    Named and attributed as OpenTelemetry's RPC conventions (and its grpc
+    instrumentation) do. The status code is read from ``context.code()``
+    once the call is over: the call guard sets it with ``abort_with_status``.
     """
-
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        tracer = self._tracer
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def traced(request: Any, context: Any) -> Any:
-                token = db_tracing.database_tracer.set(tracer)
-                try:
-                    return await unary(request, context)
-                finally:
-                    db_tracing.database_tracer.reset(token)
-                    _record_code(context.code() or grpc.StatusCode.OK)
-
-            return handler._replace(unary_unary=traced)  # type: ignore[attr-defined,no-any-return]
-        if handler.unary_stream is not None:
-            stream: Any = handler.unary_stream  # an async generator under grpc.aio
-
-            async def traced_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                token = db_tracing.database_tracer.set(tracer)
-                try:
-                    async for response in stream(request, context):
-                        yield response
-                finally:
-                    db_tracing.database_tracer.reset(token)
-                    _record_code(context.code() or grpc.StatusCode.OK)
-
-            return handler._replace(unary_stream=traced_stream)  # type: ignore[attr-defined,no-any-return]
-        return handler
-
-
-def _record_code(code: grpc.StatusCode) -> None:
-    span = trace.get_current_span()
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    if code in _SERVER_ERRORS:
-        span.set_status(Status(StatusCode.ERROR, code.name))
+    parent = propagate.extract(dict(context.invocation_metadata() or ()))
+    with tracer.start_as_current_span(
+        full_method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        token = db_tracing.database_tracer.set(tracer)
+        try:
+            yield
+        finally:
+            db_tracing.database_tracer.reset(token)
+            code = context.code() or grpc.StatusCode.OK
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_ERRORS:
+                span.set_status(Status(StatusCode.ERROR, code.name))

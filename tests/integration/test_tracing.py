@@ -120,7 +120,8 @@ async def test_tracing_is_off_unless_an_exporter_is_configured(database_url, mon
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     async with running_service(database_url) as running:
         assert running.server.tracing is None
-        assert running.server._server is not None
+        # Nothing wraps the call guard: no span is even started.
+        assert getattr(running.server._servicer, "GetUser").__qualname__.endswith("guarded")  # noqa: B009
         await failure(stub_of(running).GetUser(user_service_pb2.GetUserRequest(id=7)))
 
 
