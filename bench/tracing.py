@@ -4,8 +4,9 @@ Two servers over the same database, idle while the other is measured: one
 untraced, one with ``OTEL_TRACES_EXPORTER=otlp`` exporting every call's spans
 (sampler always on, the SDK's default batching) over OTLP/gRPC to a sink in
 this process that counts and drops them, as a collector would receive them.
-The untraced run is measured before and after the traced one and averaged,
-so that a drift of the shared machine shows up in neither. Reported: the
+Untraced and traced runs take turns, starting and ending untraced, and each
+traced run is compared with the median of the untraced ones, so that a drift
+of the shared machine's load weighs on both alike. Reported: the
 traced throughput as a share of the untraced, and the difference in server
 CPU per call, which is the trace overhead per call.
 """
@@ -13,6 +14,7 @@ CPU per call, which is the trace overhead per call.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ __all__ = ["TRACED", "run_tracing"]
 
 TRACED = "get_user_traced"
 UNTRACED = "get_user_untraced"
+ROUNDS = 2
 
 
 class OtlpSink(trace_service_pb2_grpc.TraceServiceServicer):
@@ -91,42 +94,55 @@ def run_tracing(bench: Bench, backend: Backend) -> None:
         untraced.start(health=True)
         traced.start(health=True)
         try:
-            runs: list[Result] = []
+            untraced_runs: list[Result] = []
+            traced_runs: list[Result] = []
 
             def off(r: Result) -> None:
                 bench.h2(r, untraced, "GetUser", request)
-                runs.append(r)
+                untraced_runs.append(r)
 
             def on(r: Result) -> None:
                 before = sink.spans
                 bench.h2(r, traced, "GetUser", request)
                 r.extra["spans_exported"] = sink.spans - before
-                _versus_untraced(r, runs)
+                traced_runs.append(r)
 
-            label = "GetUser, tracing off"
-            bench.scenario(UNTRACED, label, name, off, force=True)
-            runs_before = len(runs)
-            on_result = bench.scenario(TRACED, "GetUser, traced (OTLP, every call)", name, on)
-            bench.scenario(UNTRACED, label + " (again)", name, off, force=True)
-            if on_result is not None and len(runs) > runs_before:
-                # The second untraced run joins the comparison after the fact.
-                _versus_untraced(on_result, runs)
+            # Off and on in turns, starting and ending off, so that the load of
+            # the shared machine weighs on both alike.
+            for round_ in range(ROUNDS):
+                bench.scenario(
+                    UNTRACED, f"GetUser, tracing off ({round_ + 1})", name, off, force=True
+                )
+                bench.scenario(TRACED, f"GetUser, traced ({round_ + 1}), OTLP every call", name, on)
+            bench.scenario(UNTRACED, f"GetUser, tracing off ({ROUNDS + 1})", name, off, force=True)
+            for result in traced_runs:
+                _versus_untraced(result, untraced_runs)
+            if traced_runs:
+                bench.say(f"trace overhead [{name}]: {_summary(traced_runs)}")
         finally:
             traced.stop()
             untraced.stop()
 
 
 def _versus_untraced(result: Result, untraced: list[Result]) -> None:
+    """Compare with the median of the untraced runs (all of them, before and after)."""
     rates = [r.calls_per_s for r in untraced if r.calls_per_s]
     costs = [c for c in (cpu_ms_per_call(r) for r in untraced) if c is not None]
     if not rates or result.calls_per_s is None:
         return
     result.baseline = UNTRACED
-    result.ratio = result.calls_per_s / (sum(rates) / len(rates))
+    result.ratio = result.calls_per_s / statistics.median(rates)
     result.ratio_kind = "throughput"
     result.ratio_text = f"{result.ratio:.0%} of untraced"
     traced_cost = cpu_ms_per_call(result)
     if costs and traced_cost is not None:
-        overhead = traced_cost - sum(costs) / len(costs)
+        overhead = traced_cost - statistics.median(costs)
         result.extra["trace_overhead_cpu_ms_per_call"] = round(overhead, 4)
         result.ratio_text += f", {overhead:+.3f} ms CPU/call"
+
+
+def _summary(traced: list[Result]) -> str:
+    overheads = [r.extra.get("trace_overhead_cpu_ms_per_call") for r in traced]
+    shown = ", ".join(f"{o:+.3f}" for o in overheads if o is not None)
+    ratios = ", ".join(f"{r.ratio:.0%}" for r in traced if r.ratio is not None)
+    return f"CPU per call {shown} ms; throughput {ratios} of untraced"

@@ -134,7 +134,9 @@ class Tracing:
         tracer = self._tracer
 
         async def traced(request: Any, context: Any) -> AsyncIterator[Any]:
-            with _server_span(tracer, full_method, attributes, context):
+            # A stream may last hours: its span gives its length and status,
+            # without a child for every query it makes meanwhile.
+            with _server_span(tracer, full_method, attributes, context, database=False):
                 async for response in behavior(request, context):
                     yield response
 
@@ -160,7 +162,12 @@ def _exporter(name: str, environ: Mapping[str, str]) -> Any:
 
 @contextlib.contextmanager
 def _server_span(
-    tracer: Tracer, full_method: str, attributes: dict[str, str], context: Any
+    tracer: Tracer,
+    full_method: str,
+    attributes: dict[str, str],
+    context: Any,
+    *,
+    database: bool = True,
 ) -> Iterator[None]:
     """One call's SERVER span, continuing the caller's trace; database spans join it.
 
@@ -177,7 +184,7 @@ def _server_span(
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
-        token = db_tracing.database_tracer.set(tracer)
+        token = db_tracing.database_tracer.set(tracer if database else None)
         try:
             yield
         finally:
