@@ -15,14 +15,20 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 CERTS ?= certs
 
-.PHONY: certs bench-authz auth-timing setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# The service depends on users-api by path (generated/), and pip installs a
+# copy of it; the editable install after it makes `make proto` take effect
+# without a reinstall.
+EDITABLE_STUBS = $(PY) -m pip install --quiet --no-deps -e ./generated
+
 setup: $(PY)  ## Create .venv and install the service with its dev tools.
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(EDITABLE_STUBS)
 
 certs: setup  ## Development CA, server and SPIFFE client certificates in $(CERTS)/ (see README).
 	$(PY) deploy/certs.py $(CERTS) \
@@ -33,22 +39,57 @@ certs: setup  ## Development CA, server and SPIFFE client certificates in $(CERT
 run: setup  ## Run the service on SQLite (./data/users.sqlite3).
 	$(PY) -m service --listen $(LISTEN)
 
+# generated/ is also the users-api distribution: its pyproject.toml and
+# README.md are its own and stay; only generated/users/ is rewritten. The
+# client service configs (*_grpc_service_config.json) live beside the protos,
+# as googleapis keeps them, and are shipped with the stubs as package data.
+SERVICE_CONFIGS := $(shell cd protos && find . -name '*_grpc_service_config.json' | sort)
+
 define generate
-	rm -rf $(1) && mkdir -p $(1)
+	rm -rf $(1)/users && mkdir -p $(1)
 	$(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
 		--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
 	find $(1)/users -type d -exec touch {}/__init__.py \;
 	touch $(1)/users/py.typed
+	cd protos && cp --parents $(SERVICE_CONFIGS) $(abspath $(1))/
 endef
 
-proto:  ## Regenerate generated/ from protos/.
+proto:  ## Regenerate generated/users/ from protos/.
 	$(call generate,generated)
 
-proto-check:  ## Fail when generated/ is stale.
+proto-check:  ## Fail when generated/users/ is stale.
+	rm -rf .proto-check
 	$(call generate,.proto-check)
-	diff -r -x __pycache__ generated .proto-check || \
+	diff -r -x __pycache__ generated/users .proto-check/users || \
 		(echo 'generated/ is stale: run make proto and commit the result' && exit 1)
 	rm -rf .proto-check
+
+# buf (lint and breaking-change checks of protos/, rules in buf.yaml) comes
+# from the npm registry, pinned in package.json and package-lock.json.
+BUF := node_modules/.bin/buf
+# Breaking changes are checked against the committed image of the last
+# released contract, and against the last commit of this ref that changed
+# protos/ (skipped where the ref does not exist, as in a bare export).
+BUF_AGAINST_REF ?= main
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+proto-lint: node_modules/.installed  ## buf lint with the rule set of buf.yaml.
+	$(BUF) lint
+
+proto-breaking: node_modules/.installed  ## Fail on a wire, JSON or generated-code breaking change of protos/.
+	$(BUF) breaking --against protos/baseline.binpb
+	@commit=$$(git log -1 --format=%H $(BUF_AGAINST_REF) -- protos 2>/dev/null); \
+	if [ -z "$$commit" ]; then echo "proto-breaking: no $(BUF_AGAINST_REF) to compare with"; exit 0; fi; \
+	against=$$(mktemp -d) && trap 'rm -rf "$$against"' EXIT && \
+	git archive "$$commit" protos | tar -x -C "$$against" && \
+	echo "$(BUF) breaking --against $(BUF_AGAINST_REF)@$$commit:protos" && \
+	$(BUF) breaking --against "$$against/protos"
+
+proto-baseline: node_modules/.installed  ## On a release: record protos/ as the contract later changes must keep.
+	$(BUF) build --exclude-source-info -o protos/baseline.binpb
 
 migrations: setup  ## After a model change: write the next migration (NAME=what_changed), then commit it.
 	$(BIN)/tortoise -c service.db.migrate.TORTOISE_ORM makemigrations models $(if $(NAME),--name $(NAME))
@@ -84,7 +125,7 @@ fuzz: setup  ## Hostile-input tests, about 10,000 requests from a random seed it
 soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
 	$(PY) -m tests.soak
 
-check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
+check: setup lint typecheck proto-check proto-lint proto-breaking migrations-check test  ## What CI runs.
 
 # h2load (Debian nghttp2-client) drives the gRPC calls; sudo only when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -97,10 +138,12 @@ auth-timing: setup  ## AuthenticateUser time for existing vs unknown names, both
 
 bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
 	@command -v h2load >/dev/null 2>&1 || { echo 'bench: installing h2load (nghttp2-client)'; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) node_modules .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \
+		generated/build generated/*.egg-info

@@ -47,6 +47,7 @@ from bench.seed import (
     seed_sqlite,
 )
 from bench.server import ServerError, ServerProcess, free_port
+from bench.tracing import run_tracing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -634,6 +635,7 @@ class Bench:
                         self.skip("get_user", "all scenarios", name, "PostgreSQL not reachable")
                         continue
                     self.run_backend(backend)
+                    run_tracing(self, backend)
                     if workers:
                         self.run_workers(backend)
                     else:

@@ -86,9 +86,18 @@ def rss_kib(pid: int) -> int:
 class ServerProcess:
     """One server subprocess, its output going to ``log_path``."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, port: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
+        self.env = env  # None: this process's environment
         self.log_path = log_path
         self.port = port
         self.target = f"127.0.0.1:{port}"
@@ -105,6 +114,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             self.argv,
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -12,6 +13,8 @@ from service.api.jwks import KeySetError
 from service.api.observability import configure_access_log
 from service.api.policy import PolicyError, load_policy
 from service.api.registration import UnguardedMethod
+from service.api.shared_metrics import SharedMetricsEndpoint
+from service.api.tracing import TracingConfigError
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
@@ -99,7 +102,7 @@ def _serve_worker(settings: Settings, worker: int) -> None:
 def _guarded(action: Any) -> None:
     try:
         action()
-    except (BindError, DatabaseUnreachable, MigrationsPending) as error:
+    except (BindError, DatabaseUnreachable, MigrationsPending, TracingConfigError) as error:
         log.error("cannot start: %s", error)
         sys.exit(1)
     except MigrationFailed as error:
@@ -139,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Migrate (or check) once in the parent, before forking, so that workers
     # never race each other over the schema.
     _guarded(lambda: _run(migrate(settings, apply=settings.migrate_on_start)))
-    sys.exit(run_workers(settings, _serve_worker))
+    # One metrics endpoint, served by the parent, sums what the workers record.
+    metrics = SharedMetricsEndpoint(settings.metrics_listen) if settings.metrics_listen else None
+    workers = dataclasses.replace(settings, metrics_listen="") if metrics else settings
+    sys.exit(run_workers(workers, _serve_worker, metrics))
 
 
 if __name__ == "__main__":

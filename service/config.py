@@ -189,7 +189,7 @@ _HELP = {
     "workers": "server processes sharing the port (SO_REUSEPORT)",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
     "migrate_on_start": "apply pending schema migrations at start-up (false: refuse to start)",
-    "metrics_listen": "HOST:PORT for Prometheus metrics (off when empty; worker i uses PORT+i)",
+    "metrics_listen": "HOST:PORT for Prometheus metrics (off when empty; one for all workers)",
     "access_log": "one JSON line per call on stderr",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "health_probe_interval": "seconds between database probes that drive grpc.health.v1",

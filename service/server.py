@@ -29,6 +29,7 @@ from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
 from service.api.registration import GuardedRegistry
 from service.api.servicer import UserServicer
+from service.api.tracing import Tracing
 from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
 from service.db.migrate import require_migrated
@@ -43,6 +44,7 @@ from service.domain.users import Accounts
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from service.api.registration import Wrap
     from service.config import Settings
 
 __all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
@@ -59,7 +61,14 @@ class BindError(RuntimeError):
 
 
 class UsersServer:
-    def __init__(self, settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: int = 0,
+        reuse_port: bool = False,
+        tracing: Tracing | None = None,
+    ) -> None:
         silence_query_logs()
         self.settings = settings
         self.worker = worker
@@ -83,6 +92,8 @@ class UsersServer:
         # Registered before the database answers; the real servicer is attached once it does.
         self._servicer = DeferredServicer(USER_SERVICE)
         self.authorizer: Authorizer | None = None
+        # -- traces: off unless OTEL_TRACES_EXPORTER is set (or ``tracing`` is given).
+        self.tracing = tracing if tracing is not None else Tracing.from_environment()
 
     async def start(self, *, migrate: bool | None = None) -> None:
         """Connect, prepare and serve. ``migrate`` overrides settings.migrate_on_start.
@@ -155,7 +166,11 @@ class UsersServer:
         guard = CallGuard(
             as_unavailable, self.metrics, log_calls=self.settings.access_log, authorizer=authorizer
         )
-        registry = GuardedRegistry(server, guard.wrap, open_services=OPEN_SERVICES)
+        wrap: Wrap = guard.wrap
+        if self.tracing is not None:
+            # Outside the guard, so that a span sees the status the guard sets.
+            wrap = self.tracing.around(guard.wrap)
+        registry = GuardedRegistry(server, wrap, open_services=OPEN_SERVICES)
         # It has every method of the generated servicer, set on the instance.
         front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
         # The generated functions only call the two add_* methods the registry has.
@@ -185,6 +200,7 @@ class UsersServer:
         signups = Signups(self.hasher)
         self._servicer.attach(UserServicer(accounts, Posts(tokens), Money(tokens), signups))
         self.metrics.database_up.set(1)
+        self.metrics.sample_pool()
 
     async def _become_ready(self, migrate: bool) -> None:
         await self._prepare(migrate, wait=self.settings.database_wait)
@@ -292,6 +308,7 @@ class UsersServer:
                 if healthy:
                     log.error("database probe failed: %s", type(error).__name__)
             self.metrics.database_up.set(int(ok))
+            self.metrics.sample_pool()
             if ok != healthy:
                 healthy = ok
                 for name in ("", SERVICE_NAME):
@@ -326,3 +343,5 @@ class UsersServer:
             await self.authorizer.close()
         self.hasher.close()
         await self.database.close()
+        if self.tracing is not None:
+            self.tracing.close()

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     from users.v1.user_service_pb2_grpc import UserServiceAsyncStub
 
+    from service.api.tracing import Tracing
+
 __all__ = ["RunningService", "running_service"]
 
 
@@ -56,19 +58,21 @@ class RunningService:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    database_url: str = "sqlite://:memory:", **settings: Any
+    database_url: str = "sqlite://:memory:", *, tracing: Tracing | None = None, **settings: Any
 ) -> AsyncIterator[RunningService]:
     """Start a UserService on 127.0.0.1:0 and yield it with a connected stub.
 
     ``settings`` overrides fields of ``service.config.Settings``, for example
-    ``hash_threads=1``.
+    ``hash_threads=1``. ``tracing`` traces its calls into a tracer provider
+    of the caller's (an in-memory exporter, say) instead of the ``OTEL_*``
+    variables' choice.
     """
     # Fail fast on an unreachable database unless the caller asks to wait.
     settings.setdefault("database_wait", 0)
     config = dataclasses.replace(
         Settings(), listen="127.0.0.1:0", database_url=database_url, grace_period=0, **settings
     )
-    server = UsersServer(config)
+    server = UsersServer(config, tracing=tracing)
     await server.start()
     address = f"127.0.0.1:{server.port}"
     try:

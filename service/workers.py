@@ -14,9 +14,12 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from service.api.shared_metrics import MetricsBindError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from service.api.shared_metrics import SharedMetricsEndpoint
     from service.config import Settings
 
 __all__ = ["run_workers"]
@@ -24,8 +27,15 @@ __all__ = ["run_workers"]
 log = logging.getLogger("service.workers")
 
 
-def run_workers(settings: Settings, serve_worker: Callable[[Settings, int], None]) -> int:
-    """Run ``settings.workers`` processes of ``serve_worker``; the exit status for the parent."""
+def run_workers(
+    settings: Settings,
+    serve_worker: Callable[[Settings, int], None],
+    metrics: SharedMetricsEndpoint | None = None,
+) -> int:
+    """Run ``settings.workers`` processes of ``serve_worker``; the exit status for the parent.
+
+    With ``metrics``, the parent serves the one metrics endpoint of all workers.
+    """
     context = multiprocessing.get_context("fork")
     workers = [
         context.Process(target=serve_worker, args=(settings, index), name=f"users-worker-{index}")
@@ -45,9 +55,21 @@ def run_workers(settings: Settings, serve_worker: Callable[[Settings, int], None
     signal.signal(signal.SIGTERM, relay)
     signal.signal(signal.SIGINT, relay)
     signal.signal(signal.SIGHUP, relay)
+    status = 0
+    if metrics is not None:
+        try:
+            metrics.serve()
+        except MetricsBindError as error:
+            log.error("cannot start: %s", error)
+            relay(signal.SIGTERM, None)
+            status = 1
     for worker in workers:
         worker.join()
+        if metrics is not None and worker.pid is not None:
+            metrics.worker_exited(worker.pid)
+    if metrics is not None:
+        metrics.close()
     failed = [w for w in workers if w.exitcode != 0]
     for worker in failed:
         log.error("worker %s exited with status %s", worker.pid, worker.exitcode)
-    return 1 if failed else 0
+    return 1 if failed or status else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     Handler = grpc.RpcMethodHandler[Any, Any]
 
-__all__ = ["Metrics", "configure_access_log", "silence_query_logs"]
+__all__ = ["Metrics", "configure_access_log", "multiprocess_mode", "silence_query_logs"]
 
 access_log = logging.getLogger("service.access")
 
@@ -113,15 +114,45 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # How gauges add up over workers in multiprocess mode (ignored otherwise).
         self.in_flight = Gauge(
-            "grpc_server_in_flight_calls", "Calls being served now.", registry=self.registry
+            "grpc_server_in_flight_calls",
+            "Calls being served now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.database_up = Gauge(
             "users_database_up",
             "1 while the database answers the health probe, 0 otherwise.",
             registry=self.registry,
+            multiprocess_mode="livemin",
         )
-        self.registry.register(_PoolCollector(pool_stats))
+        self._pool_stats = pool_stats
+        self._pool: Gauge | None = None
+        if multiprocess_mode():
+            # A scrape reaches the parent, which cannot ask the workers: each
+            # worker writes its pool's use at every health probe instead.
+            self._pool = Gauge(
+                "users_db_pool_connections",
+                "Database pool connections by state, summed over workers.",
+                ["state"],
+                registry=self.registry,
+                multiprocess_mode="livesum",
+            )
+        else:
+            self.registry.register(_PoolCollector(pool_stats))
+
+    def sample_pool(self) -> None:
+        """Record the pool's use now; only multiprocess mode needs it (else read at scrape)."""
+        if self._pool is None:
+            return
+        for state, count in (self._pool_stats() or {}).items():
+            self._pool.labels(state).set(count)
+
+
+def multiprocess_mode() -> bool:
+    """True in a worker whose metrics go to files that one endpoint sums (``shared_metrics``)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 class _PoolCollector:
