@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from tortoise.exceptions import IntegrityError, OperationalError
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from service.db.models import LedgerRow, UserRow
+from service.db.models import LedgerRow
 from service.db.sql import Statement
 from service.db.users import get_user
 from service.domain.entities import Transfer, User
@@ -47,7 +46,7 @@ from service.domain.lifecycle import State
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["INT64_MAX", "deposit", "list_transfers", "transfer"]
+__all__ = ["INT64_MAX", "deposit", "transfer"]
 
 log = logging.getLogger("service.money")
 
@@ -130,19 +129,6 @@ async def _record(
     statement.add(f"VALUES ({values}) RETURNING id")
     (row,) = await statement.returning()
     return Transfer(row[0], from_user_id or 0, to_user_id, amount, request_id, now)
-
-
-async def list_transfers(
-    user_id: int, before_id: int | None, limit: int
-) -> tuple[list[Transfer], bool]:
-    """Up to ``limit`` transfers the user sent or received, newest first, and if more follow."""
-    if not await UserRow.exists(id=user_id, delete_time__isnull=True):
-        raise UserNotFound(user_id)
-    rows = LedgerRow.filter(Q(from_user_id=user_id) | Q(to_user_id=user_id), kind=TRANSFER)
-    if before_id is not None:
-        rows = rows.filter(id__lt=before_id)
-    page = await rows.order_by("-id").limit(limit + 1)
-    return [_to_transfer(row) for row in page[:limit]], len(page) > limit
 
 
 async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None:

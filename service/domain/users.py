@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from service.db import user_listing
 from service.db import users as users_db
 from service.domain import rules
 from service.domain.entities import User, UserQuery
@@ -156,9 +157,9 @@ class Accounts:
             # Only when set, so that tokens issued before the flag existed stay valid.
             scope["deleted"] = True
         position = self._tokens.decode(page_token, scope)
-        users, resume_at = await users_db.list_users(query, position, size)
+        users, resume_at = await user_listing.list_users(query, position, size)
         next_token = "" if resume_at is None else self._tokens.encode(scope, resume_at)
-        return UserPage(users, next_token, await users_db.count_users(query))
+        return UserPage(users, next_token, await user_listing.count_users(query))
 
     async def update(
         self,
