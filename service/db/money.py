@@ -4,11 +4,13 @@ Every movement writes one ledger row whose ``request_id`` is unique, in the
 same transaction as the balance changes, so a replay can never move money
 twice and every balance can be recomputed from the ledger.
 
-Locking: on PostgreSQL a transfer first locks both user rows with one
-``SELECT ... ORDER BY id FOR UPDATE`` (rows are locked in ascending id order,
-so opposite transfers cannot deadlock). SQLite has no row locks (Tortoise
-drops FOR UPDATE) and serialises writers; there, as everywhere, the guarded
-``UPDATE ... WHERE balance >= amount`` is what keeps balances non-negative.
+Locking: on PostgreSQL a transfer is one statement
+(service.db.transfer_statement) that first locks both user rows with
+``SELECT ... ORDER BY id FOR UPDATE`` (ascending id order, so opposite
+transfers cannot deadlock) and checks them before it writes. SQLite has no
+row locks and serialises writers; there the guarded ``UPDATE ... WHERE
+balance >= amount`` is what keeps balances non-negative, and a transfer is a
+transaction of an INSERT and that UPDATE (SQLite has no data-modifying CTEs).
 
 The same guarded UPDATEs carry the lifecycle rules: soft-deleted users
 neither send nor receive money (NOT_FOUND), a DISABLED or LOCKED user can
@@ -19,6 +21,7 @@ user's version and update_time, so its etag changes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from datetime import UTC, datetime
@@ -29,7 +32,8 @@ from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
 from service.db.models import LedgerRow
-from service.db.sql import Statement
+from service.db.sql import Statement, client
+from service.db.transfer_statement import transfer_in_one_statement
 from service.db.users import get_user
 from service.domain.entities import Transfer, User
 from service.domain.errors import (
@@ -88,15 +92,52 @@ async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: 
         "amount": amount,
     }
 
+    if client().capabilities.dialect == "postgres":
+        return await _transfer_in_one_round_trip(from_user_id, to_user_id, amount, request_id)
+
     async def attempt() -> Transfer:
-        async with in_transaction() as connection:
-            if connection.capabilities.dialect == "postgres":
-                await _lock_in_id_order(from_user_id, to_user_id)
+        async with in_transaction():
             transfer = await _record(TRANSFER, from_user_id, to_user_id, amount, request_id)
             await _move(from_user_id, to_user_id, amount)
             return transfer
 
     return await _once(attempt, request_id, fields)
+
+
+async def _transfer_in_one_round_trip(
+    from_user_id: int, to_user_id: int, amount: int, request_id: str
+) -> Transfer:
+    """PostgreSQL: one statement does it all (service.db.transfer_statement).
+
+    Only when it did not transfer is more read: the first call's ledger row
+    (a replay returns it, even if the balances could no longer pay for it),
+    or the accounts, to name the reason.
+    """
+    fields = {
+        "kind": TRANSFER,
+        "from_user_id": from_user_id,
+        "to_user_id": to_user_id,
+        "amount": amount,
+    }
+    for _ in range(MAX_ATTEMPTS):
+        now = datetime.now(UTC)
+        outcome = await _retrying(
+            functools.partial(
+                transfer_in_one_statement, from_user_id, to_user_id, amount, request_id, now
+            )
+        )
+        if outcome.ledger_id is not None:
+            return Transfer(outcome.ledger_id, from_user_id, to_user_id, amount, request_id, now)
+        previous = await _replayed(request_id, fields)
+        if previous is not None:
+            return _to_transfer(previous)
+        if outcome.checks_passed:
+            # The request id was taken, yet its row is gone: ledger rows are never deleted.
+            break
+        # Raises the reason; returns when the accounts, read again, would now
+        # allow it (a concurrent transfer paid the sender in between): try again.
+        await _refuse(from_user_id, to_user_id, amount)
+    raise ConcurrencyConflict()
 
 
 async def _once(
@@ -144,12 +185,6 @@ async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None
     return row
 
 
-async def _lock_in_id_order(*user_ids: int) -> None:
-    statement = Statement("SELECT id FROM users WHERE id IN")
-    statement.add(f"({statement.params_of(sorted(user_ids))}) ORDER BY id FOR UPDATE")
-    await statement.rows()
-
-
 async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
     """Debit and credit in one guarded UPDATE: both rows change, or the reason is raised."""
     statement = Statement("UPDATE users SET version = version + 1,")
@@ -168,6 +203,12 @@ async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
     statement.add(f"OR balance <= {statement.param(INT64_MAX - amount)})")
     if await statement.execute() == 2:
         return
+    await _refuse(from_user_id, to_user_id, amount)
+    raise _overflow(to_user_id)
+
+
+async def _refuse(from_user_id: int, to_user_id: int, amount: int) -> None:
+    """Raise why the accounts refuse this transfer (NOT_FOUND, not active, funds, overflow)."""
     accounts = await _accounts(from_user_id, to_user_id)
     missing = [i for i in (from_user_id, to_user_id) if i not in accounts]
     if missing:
@@ -177,7 +218,8 @@ async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
         raise UserNotActive(from_user_id, state.name)
     if balance < amount:
         raise InsufficientFunds(from_user_id)
-    raise _overflow(to_user_id)
+    if accounts[to_user_id][0] > INT64_MAX - amount:
+        raise _overflow(to_user_id)
 
 
 async def _credit(user_id: int, amount: int) -> None:
