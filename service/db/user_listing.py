@@ -111,6 +111,11 @@ async def _estimate(query: UserQuery) -> int:
         return int(parsed[0]["Plan"]["Plan Rows"])
     if query.username_prefix_key:
         return 0
+    return await _id_span(query)
+
+
+async def _id_span(query: UserQuery) -> int:
+    """Ids from the first to the last row of the time window: two index probes."""
     first = _filtered(Statement("SELECT id FROM users"), query)
     first.add("ORDER BY create_time, id LIMIT 1")
     last = _filtered(Statement("SELECT id FROM users"), query)
@@ -138,6 +143,9 @@ async def list_users(
             bound = statement.params_of(values)
             statement.add(f"AND ({', '.join(keyset)}) {op} ({bound})")
     direction = " DESC" if query.descending else ""
+    if await _sort_the_window(statement, query):
+        # A unary plus keeps SQLite from walking the sort column's index.
+        keyset[0] = "+" + keyset[0]
     statement.add("ORDER BY " + ", ".join(c + direction for c in keyset))
     # One row more than asked tells whether another page follows.
     statement.add(f"LIMIT {statement.param(limit + 1)}")
@@ -145,6 +153,24 @@ async def list_users(
     users = [user_of(row) for row in page[:limit]]
     resume_at = _position(columns, users[-1], page[limit - 1][MORE]) if len(page) > limit else None
     return users, resume_at
+
+
+async def _sort_the_window(statement: Statement, query: UserQuery) -> bool:
+    """Whether SQLite should read a narrow time window by its index and sort it.
+
+    Without statistics SQLite walks the index of the sort order (id, say) and
+    filters on create_time, which for the newest 1,000 of 1M users read the
+    whole table (600 ms). When the window holds at most EXACT_COUNT_LIMIT rows
+    (estimated by its ids, see _id_span), reading and sorting it is bounded;
+    a wider window keeps the ordered walk. PostgreSQL's planner makes this
+    choice itself from its statistics.
+    """
+    windowed = query.created_after is not None or query.created_before is not None
+    if statement.dialect == "postgres" or not windowed or query.sort_field == "create_time":
+        return False
+    if query.username_prefix_key:
+        return False  # the prefix range already bounds the rows read
+    return await _id_span(query) <= EXACT_COUNT_LIMIT
 
 
 def _position(columns: Sequence[str], user: User, username_key: str) -> list[str | int]:
