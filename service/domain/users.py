@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from service.db import user_listing
+from service.db import point_reads, user_listing
 from service.db import users as users_db
 from service.domain import rules
 from service.domain.entities import User, UserQuery
@@ -86,9 +86,11 @@ class Accounts:
     async def get(
         self, user_id: int, *, with_posts: bool = False, show_deleted: bool = False
     ) -> User:
-        return await users_db.get_user(
-            rules.check_id(user_id), with_posts=with_posts, show_deleted=show_deleted
-        )
+        user_id = rules.check_id(user_id)
+        if not (with_posts or show_deleted):
+            # The common case, coalesced with concurrent GetUsers into one query.
+            return await point_reads.load_user(user_id)
+        return await users_db.get_user(user_id, with_posts=with_posts, show_deleted=show_deleted)
 
     async def lookup(
         self, *, username: str | None = None, email: str | None = None, show_deleted: bool = False
