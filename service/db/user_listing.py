@@ -81,15 +81,38 @@ def _filtered(statement: Statement, query: UserQuery) -> Statement:
         statement.add(f"AND {VISIBLE}")
     if query.username_prefix_key:
         key = _column(statement, "username_key")
-        statement.add(f"AND {key} >= {statement.param(query.username_prefix_key)}")
+        statement.add(f"AND {key} >= {_bound(statement, query.username_prefix_key)}")
         successor = prefix_successor(query.username_prefix_key)
         if successor is not None:
-            statement.add(f"AND {key} < {statement.param(successor)}")
+            statement.add(f"AND {key} < {_bound(statement, successor)}")
     if query.created_after is not None:
-        statement.add(f"AND create_time >= {statement.param(query.created_after)}")
+        statement.add(f"AND create_time >= {_bound(statement, query.created_after)}")
     if query.created_before is not None:
-        statement.add(f"AND create_time < {statement.param(query.created_before)}")
+        statement.add(f"AND create_time < {_bound(statement, query.created_before)}")
     return statement
+
+
+def _bound(statement: Statement, value: str | datetime) -> str:
+    """A filter's value: a parameter on SQLite, a literal on PostgreSQL.
+
+    asyncpg prepares every statement and PostgreSQL may switch a prepared
+    statement to a generic plan after five runs. A generic plan cannot know
+    how selective ``create_time >= $1`` or a prefix range is (it assumes a
+    third of the table), and picked a walk of the primary key and a
+    sequential scan for the count: the newest 1,000 of 1M users then took
+    180 ms instead of 4. With the values in the text each filter is planned
+    for what it selects. Both kinds of value are safe to inline: timestamps
+    are formatted here, and text is quoted with every quote doubled
+    (standard_conforming_strings, on since PostgreSQL 9.1, keeps backslashes
+    literal); username keys hold neither quotes nor NUL anyway.
+    """
+    if statement.dialect != "postgres":
+        return statement.param(value)
+    if isinstance(value, datetime):
+        return f"'{value.astimezone(UTC).isoformat()}'::timestamptz"
+    if "\x00" in value:
+        raise ValueError("a NUL character cannot be in a username key")
+    return "'" + value.replace("'", "''") + "'"
 
 
 async def count_users(query: UserQuery) -> int:

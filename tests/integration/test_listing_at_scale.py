@@ -100,3 +100,13 @@ async def test_a_large_import_refreshes_the_planner_statistics(
     while await analyses() == before:
         assert time.monotonic() < deadline, "users was not analysed after the import"
         await asyncio.sleep(0.2)
+
+
+async def test_a_prefix_with_quotes_or_backslashes_is_only_text(stub, subtests):
+    await create_user(stub, "obrien")
+    for prefix in ["o'brien", "o''", "o\\", "o'; DROP TABLE users; --", "o\\'"]:
+        with subtests.test(prefix=prefix):
+            page = await stub.ListUsers(listing(username_prefix=prefix))
+            assert list(page.users) == []
+            assert page.total_size == 0
+    assert (await stub.ListUsers(listing(username_prefix="o"))).total_size == 1
