@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 CERTS ?= certs
 
-.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench bench-scale bench-curve bench-transfers clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -142,7 +142,28 @@ bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: 
 	@command -v h2load >/dev/null 2>&1 || { echo 'bench: installing h2load (nghttp2-client)'; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
+	@command -v pgbench >/dev/null 2>&1 || { echo 'bench: installing pgbench (postgresql-contrib)'; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null; }
 	$(PY) -m bench
+	$(PY) -m bench.scale
+	$(PY) -m bench.curve
+	$(PY) -m bench.transfers
+
+bench-scale: setup  ## Read latency at 10k/100k/1M users (BENCH_SCALE_BASELINE=REF: also that commit).
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
+	$(PY) -m bench.scale
+
+bench-curve: setup  ## GetUser calls/s vs a bare grpc.aio handler, 1..512 in flight (table + PNG).
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
+	$(PY) -m bench.curve
+
+bench-transfers: setup  ## TransferFunds vs pgbench TPC-B, 32 clients, same run.
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
+	$(PY) -m bench.transfers
 
 clean:
 	rm -rf $(VENV) node_modules .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \

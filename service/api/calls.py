@@ -15,7 +15,6 @@ here, close to half of what a bare grpc.aio call costs.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from service.api.observability import access_log
+from service.api.access_lines import log_call
 from service.api.status import internal_status, to_status
 from service.domain.actor import Actor, acting_as
 from service.domain.errors import UsersError
@@ -117,18 +116,6 @@ class CallGuard:
                     metrics.handled.labels(service, method, code.name).inc()
                     latency.observe(elapsed)
                 if log_calls:
-                    access_log.info(
-                        json.dumps(
-                            {
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "method": full_method,
-                                "code": code.name,
-                                "duration_ms": round(elapsed * 1000, 3),
-                                "peer": context.peer(),
-                                "caller": caller,
-                                "pid": pid,
-                            }
-                        )
-                    )
+                    log_call(full_method, code.name, elapsed, context.peer(), caller, pid)
 
         return guarded

@@ -25,10 +25,17 @@ __all__ = [
 ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    """``Timestamp.FromDatetime`` without its per-call checks and conversions (5 % of a GetUser).
+
+    Exact: whole days and seconds of the difference, microseconds as nanos.
+    Our datetimes are always aware (service.db.sql.as_datetime).
+    """
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def datetime_or_none(message: Message, field: str) -> datetime | None:

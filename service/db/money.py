@@ -4,11 +4,13 @@ Every movement writes one ledger row whose ``request_id`` is unique, in the
 same transaction as the balance changes, so a replay can never move money
 twice and every balance can be recomputed from the ledger.
 
-Locking: on PostgreSQL a transfer first locks both user rows with one
-``SELECT ... ORDER BY id FOR UPDATE`` (rows are locked in ascending id order,
-so opposite transfers cannot deadlock). SQLite has no row locks (Tortoise
-drops FOR UPDATE) and serialises writers; there, as everywhere, the guarded
-``UPDATE ... WHERE balance >= amount`` is what keeps balances non-negative.
+Locking: on PostgreSQL a transfer is one statement
+(service.db.transfer_statement) that first locks both user rows with
+``SELECT ... ORDER BY id FOR UPDATE`` (ascending id order, so opposite
+transfers cannot deadlock) and checks them before it writes. SQLite has no
+row locks and serialises writers; there the guarded ``UPDATE ... WHERE
+balance >= amount`` is what keeps balances non-negative, and a transfer is a
+transaction of an INSERT and that UPDATE (SQLite has no data-modifying CTEs).
 
 The same guarded UPDATEs carry the lifecycle rules: soft-deleted users
 neither send nor receive money (NOT_FOUND), a DISABLED or LOCKED user can
@@ -19,6 +21,7 @@ user's version and update_time, so its etag changes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from datetime import UTC, datetime
@@ -26,11 +29,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from tortoise.exceptions import IntegrityError, OperationalError
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from service.db.models import LedgerRow, UserRow
-from service.db.sql import Statement
+from service.db.models import LedgerRow
+from service.db.sql import Statement, client
+from service.db.transfer_statement import transfer_in_one_statement
 from service.db.users import get_user
 from service.domain.entities import Transfer, User
 from service.domain.errors import (
@@ -47,7 +50,7 @@ from service.domain.lifecycle import State
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["INT64_MAX", "deposit", "list_transfers", "transfer"]
+__all__ = ["INT64_MAX", "deposit", "transfer"]
 
 log = logging.getLogger("service.money")
 
@@ -89,15 +92,52 @@ async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: 
         "amount": amount,
     }
 
+    if client().capabilities.dialect == "postgres":
+        return await _transfer_in_one_round_trip(from_user_id, to_user_id, amount, request_id)
+
     async def attempt() -> Transfer:
-        async with in_transaction() as connection:
-            if connection.capabilities.dialect == "postgres":
-                await _lock_in_id_order(from_user_id, to_user_id)
+        async with in_transaction():
             transfer = await _record(TRANSFER, from_user_id, to_user_id, amount, request_id)
             await _move(from_user_id, to_user_id, amount)
             return transfer
 
     return await _once(attempt, request_id, fields)
+
+
+async def _transfer_in_one_round_trip(
+    from_user_id: int, to_user_id: int, amount: int, request_id: str
+) -> Transfer:
+    """PostgreSQL: one statement does it all (service.db.transfer_statement).
+
+    Only when it did not transfer is more read: the first call's ledger row
+    (a replay returns it, even if the balances could no longer pay for it),
+    or the accounts, to name the reason.
+    """
+    fields = {
+        "kind": TRANSFER,
+        "from_user_id": from_user_id,
+        "to_user_id": to_user_id,
+        "amount": amount,
+    }
+    for _ in range(MAX_ATTEMPTS):
+        now = datetime.now(UTC)
+        outcome = await _retrying(
+            functools.partial(
+                transfer_in_one_statement, from_user_id, to_user_id, amount, request_id, now
+            )
+        )
+        if outcome.ledger_id is not None:
+            return Transfer(outcome.ledger_id, from_user_id, to_user_id, amount, request_id, now)
+        previous = await _replayed(request_id, fields)
+        if previous is not None:
+            return _to_transfer(previous)
+        if outcome.checks_passed:
+            # The request id was taken, yet its row is gone: ledger rows are never deleted.
+            break
+        # Raises the reason; returns when the accounts, read again, would now
+        # allow it (a concurrent transfer paid the sender in between): try again.
+        await _refuse(from_user_id, to_user_id, amount)
+    raise ConcurrencyConflict()
 
 
 async def _once(
@@ -132,19 +172,6 @@ async def _record(
     return Transfer(row[0], from_user_id or 0, to_user_id, amount, request_id, now)
 
 
-async def list_transfers(
-    user_id: int, before_id: int | None, limit: int
-) -> tuple[list[Transfer], bool]:
-    """Up to ``limit`` transfers the user sent or received, newest first, and if more follow."""
-    if not await UserRow.exists(id=user_id, delete_time__isnull=True):
-        raise UserNotFound(user_id)
-    rows = LedgerRow.filter(Q(from_user_id=user_id) | Q(to_user_id=user_id), kind=TRANSFER)
-    if before_id is not None:
-        rows = rows.filter(id__lt=before_id)
-    page = await rows.order_by("-id").limit(limit + 1)
-    return [_to_transfer(row) for row in page[:limit]], len(page) > limit
-
-
 async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None:
     """The ledger row of an earlier call with this request id, if its fields match.
 
@@ -156,12 +183,6 @@ async def _replayed(request_id: str, fields: dict[str, Any]) -> LedgerRow | None
     if any(getattr(row, name) != value for name, value in fields.items()):
         raise RequestIdReused()
     return row
-
-
-async def _lock_in_id_order(*user_ids: int) -> None:
-    statement = Statement("SELECT id FROM users WHERE id IN")
-    statement.add(f"({statement.params_of(sorted(user_ids))}) ORDER BY id FOR UPDATE")
-    await statement.rows()
 
 
 async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
@@ -182,6 +203,12 @@ async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
     statement.add(f"OR balance <= {statement.param(INT64_MAX - amount)})")
     if await statement.execute() == 2:
         return
+    await _refuse(from_user_id, to_user_id, amount)
+    raise _overflow(to_user_id)
+
+
+async def _refuse(from_user_id: int, to_user_id: int, amount: int) -> None:
+    """Raise why the accounts refuse this transfer (NOT_FOUND, not active, funds, overflow)."""
     accounts = await _accounts(from_user_id, to_user_id)
     missing = [i for i in (from_user_id, to_user_id) if i not in accounts]
     if missing:
@@ -191,7 +218,8 @@ async def _move(from_user_id: int, to_user_id: int, amount: int) -> None:
         raise UserNotActive(from_user_id, state.name)
     if balance < amount:
         raise InsufficientFunds(from_user_id)
-    raise _overflow(to_user_id)
+    if accounts[to_user_id][0] > INT64_MAX - amount:
+        raise _overflow(to_user_id)
 
 
 async def _credit(user_id: int, amount: int) -> None:

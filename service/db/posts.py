@@ -8,7 +8,7 @@ from tortoise.exceptions import IntegrityError
 
 from service.db.models import PostRow, UserRow
 from service.db.sql import Statement
-from service.db.users import to_post
+from service.db.user_rows import to_post
 from service.domain.entities import Post
 from service.domain.errors import UserNotActive, UserNotFound
 from service.domain.lifecycle import State

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from service.db import statistics
 from service.db import users as users_db
 from service.db.errors import unique_violation
 from service.db.models import CreateRequestRow
@@ -182,7 +183,9 @@ async def insert_users(rows: Sequence[NewUserRow]) -> list[User]:
                 )
                 statement.add("RETURNING id, username_key")
                 ids.update((key, user_id) for user_id, key in await statement.returning())
-            return await users_db.get_users([ids[row.username_key] for row in rows])
+            users = await users_db.get_users([ids[row.username_key] for row in rows])
+        statistics.users_inserted(len(users))
+        return users
     except IntegrityError as error:
         if unique_violation(error) is None:
             raise

@@ -9,9 +9,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
 from service.db.errors import unique_violation
-from service.db.models import PostRow, UserRow
-from service.db.sql import Statement, as_datetime
-from service.domain.entities import Credentials, Post, User, UserQuery
+from service.db.models import UserRow
+from service.db.sql import Statement
+from service.db.user_rows import COLUMNS, MORE, VISIBLE, to_user, user_of
+from service.domain.entities import Credentials, User
 from service.domain.errors import (
     Aborted,
     BalanceNotZero,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "change_state",
-    "count_users",
     "delete_user",
     "find_credentials",
     "find_user",
@@ -40,54 +40,11 @@ __all__ = [
     "get_user",
     "get_users",
     "insert_user",
-    "list_users",
     "purge_deleted",
     "replace_password_hash",
     "undelete_user",
     "update_user",
 ]
-
-# Soft-deleted users are left out of every read that does not ask for them.
-_VISIBLE = "delete_time IS NULL"
-
-# ListUsers sort fields -> the columns of their keyset (id last, as tie-break).
-_SORT_COLUMNS = {
-    "id": ("id",),
-    "create_time": ("create_time", "id"),
-    "username": ("username_key", "id"),
-}
-
-
-def to_user(row: UserRow, posts: Sequence[PostRow] | None = None) -> User:
-    return User(
-        id=row.id,
-        username=row.username,
-        email=row.email,
-        display_name=row.display_name,
-        balance=row.balance,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        posts=None if posts is None else tuple(to_post(p) for p in posts),
-        state=_state(row.state, row.delete_time),
-        version=row.version,
-        delete_time=row.delete_time,
-        purge_time=row.purge_time,
-    )
-
-
-def _state(stored: int, delete_time: object) -> State:
-    """The state callers see: DELETED overrides the stored one while delete_time is set."""
-    return State.DELETED if delete_time is not None else State(stored)
-
-
-def to_post(row: PostRow) -> Post:
-    return Post(
-        id=row.id,
-        user_id=row.user_id,
-        title=row.title,
-        body=row.body,
-        create_time=row.create_time,
-    )
 
 
 async def insert_user(
@@ -113,42 +70,16 @@ async def insert_user(
     return to_user(row)
 
 
-_COLUMNS = (
-    "id, username, email, display_name, balance, create_time, update_time,"
-    " state, version, delete_time, purge_time"
-)
-# Index of the first column a query selects after ``_COLUMNS``.
-_MORE = 11
-
-
-def _user_of(row: Sequence[Any]) -> User:
-    """A user from a row of ``_COLUMNS``."""
-    delete_time, purge_time = row[9], row[10]
-    return User(
-        id=row[0],
-        username=row[1],
-        email=row[2],
-        display_name=row[3],
-        balance=row[4],
-        create_time=as_datetime(row[5]),
-        update_time=as_datetime(row[6]),
-        state=_state(row[7], delete_time),
-        version=row[8],
-        delete_time=None if delete_time is None else as_datetime(delete_time),
-        purge_time=None if purge_time is None else as_datetime(purge_time),
-    )
-
-
 async def get_user(user_id: int, *, with_posts: bool = False, show_deleted: bool = False) -> User:
     if not with_posts:
-        statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id =")
+        statement = Statement(f"SELECT {COLUMNS} FROM users WHERE id =")
         statement.add(statement.param(user_id))
         if not show_deleted:
-            statement.add(f"AND {_VISIBLE}")
+            statement.add(f"AND {VISIBLE}")
         rows = await statement.rows()
         if not rows:
             raise UserNotFound(user_id)
-        return _user_of(rows[0])
+        return user_of(rows[0])
     # One query for the user and one for all its posts, whatever their number.
     users = UserRow.filter(id=user_id)
     if not show_deleted:
@@ -173,99 +104,19 @@ async def find_user(
 async def get_users(ids: Sequence[int]) -> list[User]:
     """All users with these ids, in the given order; UserNotFound names every missing id."""
     wanted = sorted(set(ids))
-    statement = Statement(f"SELECT {_COLUMNS} FROM users WHERE id IN")
-    statement.add(f"({statement.params_of(wanted)}) AND {_VISIBLE}")
-    found = {row[0]: _user_of(row) for row in await statement.rows()}
+    statement = Statement(f"SELECT {COLUMNS} FROM users WHERE")
+    if statement.dialect == "postgres":
+        # One array parameter: one prepared statement (and plan) for any
+        # number of ids, where ``IN ($1, ...)`` made one per count.
+        statement.add(f"id = ANY({statement.param(wanted)}::bigint[])")
+    else:
+        statement.add(f"id IN ({statement.params_of(wanted)})")
+    statement.add(f"AND {VISIBLE}")
+    found = {row[0]: user_of(row) for row in await statement.rows()}
     missing = [i for i in wanted if i not in found]
     if missing:
         raise UserNotFound(*missing)
     return [found[i] for i in ids]
-
-
-def _filtered(statement: Statement, query: UserQuery) -> Statement:
-    """Add the WHERE clause of a listing's filters (always, so callers can add ``AND``)."""
-    statement.add("WHERE 1 = 1")
-    if not query.show_deleted:
-        statement.add(f"AND {_VISIBLE}")
-    if query.username_prefix_key:
-        pattern = _escape_like(query.username_prefix_key) + "%"
-        statement.add(f"AND username_key LIKE {statement.param(pattern)} ESCAPE '\\'")
-    if query.created_after is not None:
-        statement.add(f"AND create_time >= {statement.param(query.created_after)}")
-    if query.created_before is not None:
-        statement.add(f"AND create_time < {statement.param(query.created_before)}")
-    return statement
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-async def count_users(query: UserQuery) -> int:
-    count = await _filtered(Statement("SELECT COUNT(*) FROM users"), query).scalar()
-    return int(count)
-
-
-async def list_users(
-    query: UserQuery, after: Sequence[str | int] | None, limit: int
-) -> tuple[list[User], list[str | int] | None]:
-    """Up to ``limit`` users in the query's order, after the keyset position ``after``.
-
-    Also returns the position to resume from, or None when no rows follow.
-    """
-    columns = _SORT_COLUMNS[query.sort_field]
-    statement = _filtered(Statement(f"SELECT {_COLUMNS}, username_key FROM users"), query)
-    if after is not None:
-        values = _decode(columns, after)
-        statement.add("AND " + _after(statement, columns, values, query.descending))
-    direction = " DESC" if query.descending else ""
-    statement.add("ORDER BY " + ", ".join(c + direction for c in columns))
-    # One row more than asked tells whether another page follows.
-    statement.add(f"LIMIT {statement.param(limit + 1)}")
-    page = await statement.rows()
-    users = [_user_of(row) for row in page[:limit]]
-    resume_at = _position(columns, users[-1], page[limit - 1][_MORE]) if len(page) > limit else None
-    return users, resume_at
-
-
-def _position(columns: Sequence[str], user: User, username_key: str) -> list[str | int]:
-    values: dict[str, str | int] = {
-        "id": user.id,
-        "create_time": user.create_time.astimezone(UTC).isoformat(),
-        "username_key": username_key,
-    }
-    return [values[c] for c in columns]
-
-
-def _decode(columns: Sequence[str], position: Sequence[str | int]) -> list[Any]:
-    if len(position) != len(columns):
-        raise ValueError("position does not match the sort columns")
-    values: list[Any] = []
-    for column, value in zip(columns, position, strict=True):
-        if column == "create_time":
-            values.append(datetime.fromisoformat(str(value)))
-        elif column == "id":
-            values.append(int(value))
-        else:
-            values.append(str(value))
-    return values
-
-
-def _after(
-    statement: Statement, columns: Sequence[str], values: Sequence[Any], descending: bool
-) -> str:
-    """Rows strictly after ``values`` in lexicographic (column, ..., id) order.
-
-    Placeholders are bound in the order they appear in the text, as SQLite's
-    positional ``?`` needs.
-    """
-    op = "<" if descending else ">"
-    column, value = columns[0], values[0]
-    if len(columns) == 1:
-        return f"{column} {op} {statement.param(value)}"
-    beyond, tied = statement.param(value), statement.param(value)
-    rest = _after(statement, columns[1:], values[1:], descending)
-    return f"({column} {op} {beyond} OR ({column} = {tied} AND {rest}))"
 
 
 async def _write(
@@ -405,19 +256,19 @@ async def find_credentials(
     *, username_key: str | None = None, email_key: str | None = None
 ) -> Credentials | None:
     column, value = next(iter(_identity(username_key, email_key).items()))
-    statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE {column} =")
+    statement = Statement(f"SELECT {COLUMNS}, password_hash FROM users WHERE {column} =")
     rows = await statement.add(statement.param(value)).rows()
-    return Credentials(_user_of(rows[0]), rows[0][_MORE]) if rows else None
+    return Credentials(user_of(rows[0]), rows[0][MORE]) if rows else None
 
 
 async def get_credentials(user_id: int) -> Credentials:
     """The credentials of a user that is not deleted."""
-    statement = Statement(f"SELECT {_COLUMNS}, password_hash FROM users WHERE id =")
-    statement.add(f"{statement.param(user_id)} AND {_VISIBLE}")
+    statement = Statement(f"SELECT {COLUMNS}, password_hash FROM users WHERE id =")
+    statement.add(f"{statement.param(user_id)} AND {VISIBLE}")
     rows = await statement.rows()
     if not rows:
         raise UserNotFound(user_id)
-    return Credentials(_user_of(rows[0]), rows[0][_MORE])
+    return Credentials(user_of(rows[0]), rows[0][MORE])
 
 
 async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, touch: bool) -> bool:

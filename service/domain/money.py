@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.db import ledger as ledger_db
 from service.db import money as money_db
 from service.domain import rules
 from service.domain.errors import InvalidArgument
@@ -71,6 +72,6 @@ class Money:
 
     async def list_transfers(self, user_id: int, page_size: int, page_token: str) -> TransferPage:
         transfers, token = await newest_first_page(
-            self._tokens, "transfers_of", user_id, page_size, page_token, money_db.list_transfers
+            self._tokens, "transfers_of", user_id, page_size, page_token, ledger_db.list_transfers
         )
         return TransferPage(transfers, token)

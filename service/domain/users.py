@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from service.db import point_reads, user_listing
 from service.db import users as users_db
 from service.domain import rules
 from service.domain.entities import User, UserQuery
@@ -85,9 +86,11 @@ class Accounts:
     async def get(
         self, user_id: int, *, with_posts: bool = False, show_deleted: bool = False
     ) -> User:
-        return await users_db.get_user(
-            rules.check_id(user_id), with_posts=with_posts, show_deleted=show_deleted
-        )
+        user_id = rules.check_id(user_id)
+        if not (with_posts or show_deleted):
+            # The common case, coalesced with concurrent GetUsers into one query.
+            return await point_reads.load_user(user_id)
+        return await users_db.get_user(user_id, with_posts=with_posts, show_deleted=show_deleted)
 
     async def lookup(
         self, *, username: str | None = None, email: str | None = None, show_deleted: bool = False
@@ -156,9 +159,9 @@ class Accounts:
             # Only when set, so that tokens issued before the flag existed stay valid.
             scope["deleted"] = True
         position = self._tokens.decode(page_token, scope)
-        users, resume_at = await users_db.list_users(query, position, size)
+        users, resume_at = await user_listing.list_users(query, position, size)
         next_token = "" if resume_at is None else self._tokens.encode(scope, resume_at)
-        return UserPage(users, next_token, await users_db.count_users(query))
+        return UserPage(users, next_token, await user_listing.count_users(query))
 
     async def update(
         self,
