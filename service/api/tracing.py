@@ -10,10 +10,10 @@ would make it (name, ``rpc.*`` attributes, status code), continuing a
 caller's W3C ``traceparent`` (or any propagator of ``OTEL_PROPAGATORS``),
 with a CLIENT child span per database statement (``service.db.tracing``).
 The span is made by wrapping each method where it is registered rather than by that
-package's grpc.aio interceptor: in ``make bench`` runs, the interceptor cost
-+0.44 to +0.48 ms of CPU per GetUser and the wrapper +0.25 ms, and about
-0.2 ms of that was grpc.aio's interception pipeline, which any interceptor
-turns on for every call.
+package's grpc.aio interceptor: in back-to-back ``make bench`` runs, the
+interceptor cost +0.43 to +0.52 ms of CPU per GetUser and the wrapper +0.28
+to +0.30 ms, and about 0.2 ms was grpc.aio's interception pipeline, which
+any interceptor turns on for every call.
 The rest comes from the SDK's own
 variables: ``OTEL_SERVICE_NAME`` (default ``users-service``),
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and its argument,
