@@ -62,6 +62,13 @@ class Settings:
     auth_failure_window: float = 3600.0
     auth_lockout_base: float = 1.0
     auth_lockout_max: float = 900.0
+    # --- change feed (ListEvents, WatchEvents, the NATS relay) ---
+    events_retention_days: float = 7.0
+    events_bookmark_interval: float = 10.0
+    events_poll_interval: float = 1.0
+    events_nats_url: str = ""
+    events_nats_stream: str = "USERS_EVENTS"
+    events_nats_subject: str = "users.v1.events"
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -102,6 +109,7 @@ class Settings:
             "auth_lockout_max",
             "must be at least --auth-lockout-base",
         )
+        _check_events(self)
 
     @property
     def tls(self) -> bool:
@@ -150,6 +158,38 @@ def _check_tls(settings: Settings) -> None:
         _check(not path or Path(path).is_file(), name, f"no such file: {path}")
 
 
+def _check_events(settings: Settings) -> None:
+    _check(
+        0 < settings.events_retention_days <= 36500,
+        "events_retention_days",
+        "must be more than 0 and at most 36500 days",
+    )
+    _check(
+        0 < settings.events_bookmark_interval <= 10,
+        "events_bookmark_interval",
+        "must be more than 0 and at most 10 seconds",
+    )
+    _check(settings.events_poll_interval > 0, "events_poll_interval", "must be positive")
+    url = settings.events_nats_url
+    _check(
+        not url or url.startswith(("nats://", "tls://")),
+        "events_nats_url",
+        f"expected nats://HOST:PORT, got {url!r}",
+    )
+    _check(
+        bool(settings.events_nats_stream)
+        and not any(c in settings.events_nats_stream for c in " .*>/\\"),
+        "events_nats_stream",
+        "a JetStream stream name: no spaces, dots, wildcards or slashes",
+    )
+    subject = settings.events_nats_subject
+    _check(
+        bool(subject) and not any(c in subject for c in " *>") and "" not in subject.split("."),
+        "events_nats_subject",
+        "a NATS subject prefix such as users.v1.events, without wildcards",
+    )
+
+
 _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
@@ -178,6 +218,12 @@ _HELP = {
     "auth_failure_window": "seconds without attempts after which failures are forgotten",
     "auth_lockout_base": "seconds of the first lockout; each later failure doubles it",
     "auth_lockout_max": "longest lockout in seconds",
+    "events_retention_days": "days the change feed keeps events; purge prunes older ones",
+    "events_bookmark_interval": "seconds of silence after which WatchEvents sends a BOOKMARK",
+    "events_poll_interval": "seconds between re-reads of the feed when no commit notice came",
+    "events_nats_url": "nats://HOST:PORT: relay the change feed to NATS JetStream (off when empty)",
+    "events_nats_stream": "JetStream stream of the relay, created if missing",
+    "events_nats_subject": "subject prefix of the relay; each event goes to PREFIX.EVENT_TYPE",
 }
 
 

@@ -29,6 +29,7 @@ from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from service.db.events import append_events
 from service.db.models import LedgerRow, UserRow
 from service.db.sql import Statement
 from service.db.users import get_user
@@ -42,6 +43,7 @@ from service.domain.errors import (
     UserNotActive,
     UserNotFound,
 )
+from service.domain.events import EventType, NewEvent
 from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
@@ -69,16 +71,20 @@ def _to_transfer(row: LedgerRow) -> Transfer:
 
 
 async def deposit(user_id: int, amount: int, request_id: str) -> User:
-    async def attempt() -> None:
-        async with in_transaction():
+    async def attempt() -> User:
+        async with in_transaction() as connection:
             # Claim the request id first: a concurrent replay waits on the
             # unique index here and then fails, moving nothing.
             await _record(DEPOSIT, None, user_id, amount, request_id)
             await _credit(user_id, amount)
+            user = await get_user(user_id)
+            await append_events(connection, [NewEvent(EventType.DEPOSIT_MADE, user_id, user)])
+            return user
 
     fields = {"kind": DEPOSIT, "from_user_id": None, "to_user_id": user_id, "amount": amount}
-    await _once(attempt, request_id, fields)
-    return await get_user(user_id)
+    result = await _once(attempt, request_id, fields)
+    # A replay returns the user as it is now, as before.
+    return result if isinstance(result, User) else await get_user(user_id)
 
 
 async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: str) -> Transfer:
@@ -95,6 +101,8 @@ async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: 
                 await _lock_in_id_order(from_user_id, to_user_id)
             transfer = await _record(TRANSFER, from_user_id, to_user_id, amount, request_id)
             await _move(from_user_id, to_user_id, amount)
+            event = NewEvent(EventType.FUNDS_TRANSFERRED, from_user_id, transfer, to_user_id)
+            await append_events(connection, [event])
             return transfer
 
     return await _once(attempt, request_id, fields)

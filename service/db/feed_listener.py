@@ -1,0 +1,90 @@
+"""Commit notices of the change feed: PostgreSQL LISTEN, or an in-process call on SQLite.
+
+A notice is only a wake-up: the feed hub then reads the table, which is the
+truth, and re-reads it periodically anyway, so a notice lost while the
+connection was down costs latency, never an event.
+
+LISTEN needs a connection of its own for as long as it listens: a pooled one
+goes back to the pool, and its registration with it (FACTS). So does a
+session-level advisory lock (the relay's), hence ``dedicated_connection``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from service.db.events import NOTIFY_CHANNEL
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["CommitListener", "dedicated_connection"]
+
+log = logging.getLogger("service.feed")
+
+
+async def dedicated_connection(url: str, connect_timeout: float = 10.0) -> asyncpg.Connection[Any]:
+    """A connection outside the pool, to the database of ``url``.
+
+    The URL's query (pool sizes and other Tortoise or asyncpg pool options)
+    is left out: asyncpg would send unknown keys to the server as settings.
+    """
+    parts = urlsplit(url)
+    dsn = urlunsplit(parts._replace(scheme="postgresql", query=""))
+    return await asyncpg.connect(dsn, timeout=connect_timeout)
+
+
+def _resolver(future: asyncio.Future[None]) -> Callable[[object], None]:
+    def resolve(_: object) -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
+
+
+class CommitListener:
+    """LISTEN on one dedicated connection, reconnecting after a loss, calling ``wake``."""
+
+    def __init__(self, url: str, wake: Callable[[], None], *, retry: float = 1.0) -> None:
+        self._url = url
+        self._wake = wake
+        self._retry = retry
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed-listener")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            connection = None
+            try:
+                connection = await dedicated_connection(self._url)
+                lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                connection.add_termination_listener(_resolver(lost))
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake())
+                # Whatever committed while we were not listening.
+                self._wake()
+                await lost
+                log.warning("the feed's LISTEN connection was lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("cannot LISTEN for feed notices: %s", type(error).__name__)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            await asyncio.sleep(self._retry)

@@ -1,0 +1,156 @@
+"""One reader of the change feed per process, and any number of cheap subscribers.
+
+As in etcd's watchable store or the Kubernetes watch cache, "what is
+committed" is apart from "who is waiting": a single task reads new events
+from the database (woken by the database's commit notice, with a periodic
+re-read in case a notice is lost) into a small ring buffer, and subscribers
+pull from it at their own pace, each holding only its cursor. A subscriber
+that falls behind the ring (a slow consumer, or one resuming from long ago)
+reads its next page from the database itself, a few at a time, so that no
+subscriber ever makes the server buffer the feed for it: memory stays that of
+the ring plus one page per subscriber being written, however many watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from service.db import events as events_db
+from service.domain.errors import ServerShuttingDown
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Collection
+
+    from service.domain.events import Event, EventType
+
+    Reader = Callable[..., Awaitable[tuple[list[Event], int]]]
+
+__all__ = ["FeedHub"]
+
+log = logging.getLogger("service.feed")
+
+# Events kept in memory for subscribers that keep up.
+RING_SIZE = 2048
+# Events per database read, by the hub and by a subscriber catching up.
+PAGE_SIZE = 500
+# Subscribers of one process reading the database at once to catch up.
+CATCH_UP_READERS = 4
+
+
+class FeedHub:
+    """The committed feed up to ``head``, and the recent part of it in memory."""
+
+    def __init__(
+        self,
+        *,
+        poll_interval: float = 1.0,
+        ring_size: int = RING_SIZE,
+        read: Reader = events_db.read_events,
+        end: Callable[[], Awaitable[int]] = events_db.feed_end,
+    ) -> None:
+        self.poll_interval = poll_interval
+        self._read = read
+        self._end = end
+        self._ring_size = ring_size
+        # Between ring_size and twice as many recent events (trimmed in halves:
+        # amortised O(1)), with their sequences apart for bisection.
+        self._ring: list[Event] = []
+        self._sequences: list[int] = []
+        # The ring holds every event in (floor, head].
+        self.floor = 0
+        self.head = 0
+        self._wake = asyncio.Event()
+        self._advanced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._catch_up = asyncio.Semaphore(CATCH_UP_READERS)
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        """Start reading, at the feed's current end: the ring holds nothing older."""
+        self._task = asyncio.create_task(self._run(), name="feed-hub")
+
+    def wake(self) -> None:
+        """Something may have committed: read soon (called by the database's notice)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop reading and end every subscriber's wait with ServerShuttingDown."""
+        self.closed = True
+        self._advance()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        started = False
+        while True:
+            if started:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
+            self._wake.clear()
+            try:
+                if not started:
+                    # Until then floor and head are 0: subscribers wait, then catch up.
+                    self.floor = self.head = await self._end()
+                    started = True
+                    self._advance()
+                await self._read_new()
+            except Exception as error:
+                # The database is away: subscribers wait, the next round retries.
+                log.warning("reading the change feed failed: %s", type(error).__name__)
+                if not started:
+                    await asyncio.sleep(self.poll_interval)
+
+    async def _read_new(self) -> None:
+        while True:
+            events, watermark = await self._read(self.head, PAGE_SIZE)
+            if events:
+                self._ring.extend(events)
+                self._sequences.extend(e.sequence for e in events)
+                excess = len(self._ring) - self._ring_size
+                if excess >= self._ring_size:
+                    self.floor = self._sequences[excess - 1]
+                    del self._ring[:excess], self._sequences[:excess]
+            if watermark > self.head:
+                self.head = watermark
+                self._advance()
+            if len(events) < PAGE_SIZE:
+                return
+
+    def _advance(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.get_running_loop().create_future()
+        advanced.set_result(None)
+
+    async def take(
+        self, cursor: int, types: Collection[EventType], user_id: int
+    ) -> tuple[list[Event], int]:
+        """Matching events after ``cursor`` that are committed now, and the new cursor.
+
+        From the ring when it still covers the cursor, else one page from the database.
+        """
+        if self.closed:
+            raise ServerShuttingDown()
+        if cursor >= self.floor:
+            wanted = frozenset(types)
+            start = bisect.bisect_right(self._sequences, cursor)
+            found = [e for e in self._ring[start:] if e.matches(wanted, user_id)]
+            return found, max(cursor, self.head)
+        async with self._catch_up:
+            return await self._read(cursor, PAGE_SIZE, types=types, user_id=user_id)
+
+    async def wait(self, seconds: float) -> None:
+        """Until the head moves, ``seconds`` pass, or the hub closes (raises)."""
+        if self.closed:
+            raise ServerShuttingDown()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self._advanced)
+        if self.closed:
+            raise ServerShuttingDown()
