@@ -6,13 +6,18 @@ Sequences, and why a reader never passes an event that is still uncommitted:
   in another order: a reader that saw 102 could miss a 101 committed a moment
   later. So an event's sequence is not a counter: it is the 64-bit id of the
   transaction that writes it (``pg_current_xact_id()``) times 2**20, plus its
-  rank among that transaction's events. A reader returns only events below
-  ``pg_snapshot_xmin(pg_current_snapshot())`` (times 2**20): every
-  transaction whose id is lower has ended, so that part of the feed can no
-  longer change, and every transaction that writes later has a higher id and
-  so higher sequences. Writers share no lock and no counter; the price is
-  that an open transaction holding a transaction id (anywhere on the
-  PostgreSQL server, any database) holds the feed back until it ends.
+  rank among that transaction's events. A reader returns only events below a
+  horizon (times 2**20): the lowest transaction id still in progress in its
+  statement's snapshot (``pg_snapshot_xmin(pg_current_snapshot())``), not
+  counting those that pg_stat_activity shows to belong to another database
+  of the server (they cannot write here). Every transaction below the horizon
+  has ended, so that part of the feed can no longer change, and every
+  transaction that writes later has a higher id and so higher sequences.
+  Writers share no lock and no counter; the price is that an open
+  transaction of this database holding a transaction id (any write, even a
+  stuck migration or a forgotten psql session) holds the feed back until it
+  ends, and so does one whose database cannot be told (a prepared
+  transaction, a session pg_stat_activity hides).
   Transaction ids grow for ever across restarts, failovers to a physical
   replica and pg_upgrade (which keeps the counter); a logical dump restored
   into a fresh cluster starts them lower, and its consumers must relist.
@@ -65,6 +70,14 @@ PRUNED_THROUGH = "pruned_through"
 _RANK_BITS = 20
 _PER_TRANSACTION = 1 << _RANK_BITS
 _COLUMNS = "sequence, type, create_time, user_id, actor, resource"
+# The horizon of the statement's snapshot as a sequence (see the module docstring).
+_POSTGRES_HORIZON = (
+    "(SELECT COALESCE((SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s.snap) AS x"
+    " WHERE (x::text::bigint % 4294967296)::text::xid NOT IN (SELECT backend_xid"
+    " FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname IS NOT NULL"
+    " AND datname <> current_database())), pg_snapshot_xmax(s.snap)::text::bigint)"
+    f" * {1 << 20} FROM (SELECT pg_current_snapshot() AS snap) AS s)"
+)
 _local_readers: set[Callable[[], None]] = set()
 
 
@@ -173,8 +186,8 @@ async def read_events(
     postgres = statement.dialect == "postgres"
     if postgres:
         statement.add(
-            "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            f" * {_PER_TRANSACTION} AS horizon) SELECT h.horizon, e.* FROM h LEFT JOIN LATERAL"
+            f"WITH h AS (SELECT {_POSTGRES_HORIZON} AS horizon)"
+            " SELECT h.horizon, e.* FROM h LEFT JOIN LATERAL"
             f" (SELECT {_COLUMNS} FROM events WHERE sequence > {statement.param(after)}"
             " AND sequence < h.horizon"
         )
@@ -199,9 +212,7 @@ async def feed_end() -> int:
     """A watermark with nothing after it yet: every event at or below it is final."""
     statement = Statement()
     if statement.dialect == "postgres":
-        statement.add(
-            f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_PER_TRANSACTION} - 1"
-        )
+        statement.add(f"SELECT {_POSTGRES_HORIZON} - 1")
     else:
         statement.add("SELECT COALESCE(MAX(sequence), 0) FROM events")
     return int(await statement.scalar())
@@ -215,6 +226,7 @@ def _event_of(row: Sequence[Any]) -> Event:
         user_id=int(row[3]),
         actor=row[4],
         resource=decode_resource(row[5]),
+        size=len(row[5]),
     )
 
 

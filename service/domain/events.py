@@ -84,6 +84,8 @@ class Event:
     user_id: int
     actor: str
     resource: Resource | None
+    # Bytes of the stored snapshot: what holding the event in memory costs, roughly.
+    size: int = 0
 
     def matches(self, types: frozenset[EventType], user_id: int) -> bool:
         """Whether a consumer filtering on ``types`` (empty: all) and ``user_id`` (0: all)

@@ -33,8 +33,10 @@ __all__ = ["FeedHub"]
 
 log = logging.getLogger("service.feed")
 
-# Events kept in memory for subscribers that keep up.
+# Events kept in memory for subscribers that keep up: at least this many, or
+# this many bytes of snapshots, whichever is less, and at most twice that.
 RING_SIZE = 2048
+RING_BYTES = 8 * 1024 * 1024
 # Events per database read, by the hub and by a subscriber catching up.
 PAGE_SIZE = 500
 # Subscribers of one process reading the database at once to catch up.
@@ -49,6 +51,7 @@ class FeedHub:
         *,
         poll_interval: float = 1.0,
         ring_size: int = RING_SIZE,
+        ring_bytes: int = RING_BYTES,
         read: Reader = events_db.read_events,
         end: Callable[[], Awaitable[int]] = events_db.feed_end,
     ) -> None:
@@ -56,6 +59,8 @@ class FeedHub:
         self._read = read
         self._end = end
         self._ring_size = ring_size
+        self._ring_bytes = ring_bytes
+        self._bytes = 0
         # Between ring_size and twice as many recent events (trimmed in halves:
         # amortised O(1)), with their sequences apart for bisection.
         self._ring: list[Event] = []
@@ -112,17 +117,29 @@ class FeedHub:
         while True:
             events, watermark = await self._read(self.head, PAGE_SIZE)
             if events:
-                self._ring.extend(events)
-                self._sequences.extend(e.sequence for e in events)
-                excess = len(self._ring) - self._ring_size
-                if excess >= self._ring_size:
-                    self.floor = self._sequences[excess - 1]
-                    del self._ring[:excess], self._sequences[:excess]
+                self._keep(events)
             if watermark > self.head:
                 self.head = watermark
                 self._advance()
             if len(events) < PAGE_SIZE:
                 return
+
+    def _keep(self, events: list[Event]) -> None:
+        """Add to the ring; past twice its bounds, drop the oldest down to them."""
+        self._ring.extend(events)
+        self._sequences.extend(e.sequence for e in events)
+        self._bytes += sum(e.size for e in events)
+        if len(self._ring) < 2 * self._ring_size and self._bytes < 2 * self._ring_bytes:
+            return
+        drop = max(len(self._ring) - self._ring_size, 0)
+        kept_bytes = self._bytes - sum(e.size for e in self._ring[:drop])
+        while drop < len(self._ring) - 1 and kept_bytes > self._ring_bytes:
+            kept_bytes -= self._ring[drop].size
+            drop += 1
+        if drop:
+            self.floor = self._sequences[drop - 1]
+            del self._ring[:drop], self._sequences[:drop]
+            self._bytes = kept_bytes
 
     def _advance(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.get_running_loop().create_future()
