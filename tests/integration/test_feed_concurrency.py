@@ -80,7 +80,7 @@ async def test_a_live_follower_sees_every_acknowledged_write_once_in_order(datab
         await asyncio.sleep(0.5)  # nothing more may come
         call.cancel()
         following.cancel()
-        await channel.close()
+        await channel.close(None)
 
         sequences = [e.sequence for e in seen]
         assert sequences == sorted(sequences), "out of order"
