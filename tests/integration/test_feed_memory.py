@@ -108,6 +108,7 @@ async def test_a_watcher_that_never_reads_does_not_make_the_server_buffer_the_fe
             async def read_all() -> None:
                 nonlocal received
                 while (message := await reader.read()) is not EOF:
+                    assert isinstance(message, events_pb2.Event)
                     if message.type != E.BOOKMARK:
                         received += 1
 
