@@ -28,11 +28,7 @@ from service.api.observability import Metrics, silence_query_logs
 from service.api.servicer import UserServicer
 from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
-from service.db.events import on_local_append
-from service.db.feed_listener import CommitListener
 from service.db.migrate import require_migrated
-from service.domain.feed import Feed
-from service.domain.feed_hub import FeedHub
 from service.domain.money import Money
 from service.domain.pagination import PageTokens
 from service.domain.passwords import PasswordHasher
@@ -40,13 +36,12 @@ from service.domain.posts import Posts
 from service.domain.signups import Signups
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
+from service.feed_runtime import FeedRuntime
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
     from service.config import Settings
-    from service.relay import Relay
 
 __all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
 
@@ -82,10 +77,7 @@ class UsersServer:
         self._metrics_http: WSGIServer | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ready: asyncio.Task[None] | None = None
-        self._feed_hub: FeedHub | None = None
-        self._feed_listener: CommitListener | None = None
-        self._feed_unhook: Callable[[], None] | None = None
-        self._relay: Relay | None = None
+        self.feed = FeedRuntime(settings, self.database)
         # Registered before the database answers; the real servicer is attached once it does.
         self._servicer = DeferredServicer(USER_SERVICE)
 
@@ -167,8 +159,7 @@ class UsersServer:
         throttle = LoginThrottle(self._throttle_policy())
         accounts = Accounts(self.hasher, tokens, throttle, retention=retention)
         signups = Signups(self.hasher)
-        self._feed_hub = FeedHub(poll_interval=self.settings.events_poll_interval)
-        feed = Feed(self._feed_hub, bookmark_interval=self.settings.events_bookmark_interval)
+        feed = self.feed.feed()
         servicer = UserServicer(
             accounts, Posts(tokens), Money(tokens), signups, feed, as_unavailable
         )
@@ -182,7 +173,7 @@ class UsersServer:
     async def _serve(self) -> None:
         """The database is there: probe it from now on and report SERVING."""
         self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
-        await self._start_feed()
+        self.feed.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
         log.info(
@@ -193,36 +184,6 @@ class UsersServer:
             self.database.dialect,
             self.worker,
         )
-
-    async def _start_feed(self) -> None:
-        """The feed's one reader, its wake-up source, and the relay if configured."""
-        hub = self._feed_hub
-        assert hub is not None
-        hub.start()
-        if self.database.dialect == "postgres":
-            self._feed_listener = CommitListener(self.settings.database_url, hub.wake)
-            self._feed_listener.start()
-        else:
-            self._feed_unhook = on_local_append(hub.wake)
-        if self.settings.events_nats_url:
-            from service.relay import Relay
-
-            self._relay = Relay(self.settings, self.database, hub)
-            self._relay.start()
-
-    async def _stop_feed(self) -> None:
-        """End every watch stream (UNAVAILABLE, resume later) and stop reading."""
-        if self._relay is not None:
-            await self._relay.close()
-            self._relay = None
-        if self._feed_listener is not None:
-            await self._feed_listener.close()
-            self._feed_listener = None
-        if self._feed_unhook is not None:
-            self._feed_unhook()
-            self._feed_unhook = None
-        if self._feed_hub is not None:
-            await self._feed_hub.close()
 
     async def ready(self) -> None:
         """Return once calls are served; raise what stopped the wait for the database.
@@ -335,7 +296,7 @@ class UsersServer:
         await self.health.enter_graceful_shutdown()
         # Watch streams never end on their own: end them first, or the grace
         # period would be spent waiting for them.
-        await self._stop_feed()
+        await self.feed.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

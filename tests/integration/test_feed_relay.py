@@ -129,7 +129,7 @@ async def test_one_relay_at_a_time_and_the_other_takes_over(database_url, stream
             for _ in range(3):
                 await create_user(second.stub)
             await stream.wait_for(4)
-            relays = [first.server._relay, second.server._relay]
+            relays = [first.server.feed.relay, second.server.feed.relay]
             assert relays[0] is not None
             assert relays[1] is not None
             assert relays[0].published_through > 0
