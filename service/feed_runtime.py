@@ -1,8 +1,9 @@
 """The change feed's moving parts in one server process, started and stopped by the server.
 
-One feed hub (the process's only reader of the feed), its wake-up source
-(PostgreSQL LISTEN on a dedicated connection, or this process's own appends
-on SQLite), and the NATS relay when ``--events-nats-url`` is set.
+One feed hub (the process's only reader of the feed), its wake-up sources
+(this process's own appends; on PostgreSQL also LISTEN on a dedicated
+connection for the other processes' commits, and a NOTIFY to them for ours),
+and the NATS relay when ``--events-nats-url`` is set.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ class FeedRuntime:
         if hub is None:
             raise RuntimeError("feed() comes first")
         hub.start()
+        self._unhook = on_local_append(hub.wake)
         if self._database.dialect == "postgres":
             self._listener = CommitListener(self._settings.database_url, hub.wake)
+            hub.on_local_commit = self._listener.notify
             self._listener.start()
-        else:
-            self._unhook = on_local_append(hub.wake)
         if self._settings.events_nats_url:
             # Imported only when used: the relay brings in the NATS client.
             from service.relay import Relay

@@ -29,9 +29,9 @@ Sequences, and why a reader never passes an event that is still uncommitted:
   the newest event, so the largest sequence never goes back.
 
 Every event is appended on the connection of the write's own transaction, so
-it commits or rolls back with the change. On PostgreSQL the same statement
-sends a NOTIFY, delivered at commit, which wakes the feed hub of every server
-process (``service.db.feed_listener``).
+it commits or rolls back with the change. The appending process's feed hub is
+told at once (``on_local_append``); on PostgreSQL it then sends a NOTIFY to
+wake the hubs of the other processes (``service.db.feed_listener``).
 """
 
 from __future__ import annotations
@@ -78,15 +78,18 @@ _POSTGRES_HORIZON = (
     " AND datname <> current_database())), pg_snapshot_xmax(s.snap)::text::bigint)"
     f" * {1 << 20} FROM (SELECT pg_current_snapshot() AS snap) AS s)"
 )
-_local_readers: set[Callable[[], None]] = set()
+_local_readers: set[Callable[[int], None]] = set()
 
 
-def on_local_append(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` whenever this process appends events on SQLite; returns the undo.
+def on_local_append(callback: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``callback(sequence)`` whenever this process appends events; returns the undo.
 
-    It is called before the commit, which is early enough: a reader's query
-    waits for the write transaction, since one connection behind one lock
-    serves every query of the process there.
+    It is called before the commit, with the highest sequence appended (0 on
+    SQLite), so that the reader knows what to look out for: on SQLite a
+    reader's query waits for the write transaction anyway (one connection
+    behind one lock serves every query of the process); on PostgreSQL the
+    reader re-reads briefly until its horizon passes that sequence, which
+    happens when the transaction ends, committed or not.
     """
     _local_readers.add(callback)
     return lambda: _local_readers.discard(callback)
@@ -130,10 +133,10 @@ async def append_events(connection: BaseDBAsyncClient, events: Sequence[NewEvent
         sql = _POSTGRES_APPEND.format(rows=", ".join(rows), per=_PER_TRANSACTION)
     else:
         sql = _SQLITE_APPEND.format(rows=", ".join(rows))
-    await connection.execute_query(sql, params)
-    if not postgres:
-        for wake in tuple(_local_readers):
-            wake()
+    _, appended = await connection.execute_query(sql, params)
+    through = int(next(iter(dict(appended[0]).values()))) if postgres and appended else 0
+    for wake in tuple(_local_readers):
+        wake(through)
 
 
 _VALUES = "v(rank, type, user_id, other_user_id, actor, resource, create_time) AS (VALUES {rows})"
@@ -144,14 +147,16 @@ _INSERT = (
 )
 # The transaction's block of sequences starts at its id << 20; events it
 # appended earlier are visible to it, so a second append continues the ranks.
-# pg_notify's message is delivered at commit, and not at all on a rollback.
+# No NOTIFY here: PostgreSQL serialises the commits of notifying transactions
+# behind one lock (a third of the write throughput was lost to it); the
+# process's feed hub notifies other processes once it has read the commit.
 _POSTGRES_APPEND = (
     "WITH block AS (SELECT pg_current_xact_id()::text::bigint * {per} AS low),"
     " base AS (SELECT COALESCE(MAX(e.sequence), MIN(block.low)) AS sequence"
     " FROM block LEFT JOIN events e ON e.sequence > block.low AND e.sequence < block.low + {per}),"
     f" {_VALUES},"
-    f" appended AS ({_INSERT} RETURNING 1)"
-    f" SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT 1 FROM appended LIMIT 1) AS one"
+    f" appended AS ({_INSERT} RETURNING sequence)"
+    " SELECT MAX(sequence) FROM appended"
 )
 # Inside the write transaction, which holds SQLite's database lock (see above).
 _SQLITE_APPEND = (

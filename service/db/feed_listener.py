@@ -49,18 +49,47 @@ def _resolver(future: asyncio.Future[None]) -> Callable[[object], None]:
 
 
 class CommitListener:
-    """LISTEN on one dedicated connection, reconnecting after a loss, calling ``wake``."""
+    """LISTEN on one dedicated connection, reconnecting after a loss, calling ``wake``.
+
+    ``notify()`` tells the other processes that this one committed events,
+    with a NOTIFY on the same connection after the commit, coalesced: never
+    inside the write transaction, whose commit it would serialise.
+    """
 
     def __init__(self, url: str, wake: Callable[[], None], *, retry: float = 1.0) -> None:
         self._url = url
         self._wake = wake
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
+        self._connection: asyncpg.Connection[Any] | None = None
+        self._notify = asyncio.Event()
+        self._notifier: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        self._notify.set()
+
+    async def _send_notices(self) -> None:
+        while True:
+            await self._notify.wait()
+            self._notify.clear()
+            connection = self._connection
+            if connection is None or connection.is_closed():
+                continue  # the others' periodic re-read will do
+            try:
+                await connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except Exception as error:
+                log.warning("cannot NOTIFY the other processes: %s", type(error).__name__)
 
     def start(self) -> None:
+        self._notifier = asyncio.create_task(self._send_notices(), name="feed-notifier")
         self._task = asyncio.create_task(self._run(), name="feed-listener")
 
     async def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notifier
+            self._notifier = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -75,6 +104,7 @@ class CommitListener:
                 lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 connection.add_termination_listener(_resolver(lost))
                 await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake())
+                self._connection = connection
                 # Whatever committed while we were not listening.
                 self._wake()
                 await lost
@@ -84,6 +114,7 @@ class CommitListener:
             except Exception as error:
                 log.warning("cannot LISTEN for feed notices: %s", type(error).__name__)
             finally:
+                self._connection = None
                 if connection is not None and not connection.is_closed():
                     with contextlib.suppress(Exception):
                         await connection.close(timeout=2)

@@ -41,6 +41,10 @@ RING_BYTES = 8 * 1024 * 1024
 PAGE_SIZE = 500
 # Subscribers of one process reading the database at once to catch up.
 CATCH_UP_READERS = 4
+# Re-reads while this process's own write is not readable yet: the first
+# after this many seconds, each later one twice as late, at most MAX_PAUSE.
+FIRST_PAUSE = 0.002
+MAX_PAUSE = 0.1
 
 
 class FeedHub:
@@ -69,6 +73,12 @@ class FeedHub:
         self.floor = 0
         self.head = 0
         self._wake = asyncio.Event()
+        # The highest sequence this process appended that the head has not passed.
+        self._pending = 0
+        self._pause = FIRST_PAUSE
+        # Called when the head passes this process's own writes (PostgreSQL:
+        # NOTIFY the other processes).
+        self.on_local_commit: Callable[[], None] | None = None
         self._advanced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._catch_up = asyncio.Semaphore(CATCH_UP_READERS)
         self._task: asyncio.Task[None] | None = None
@@ -78,8 +88,16 @@ class FeedHub:
         """Start reading, at the feed's current end: the ring holds nothing older."""
         self._task = asyncio.create_task(self._run(), name="feed-hub")
 
-    def wake(self) -> None:
-        """Something may have committed: read soon (called by the database's notice)."""
+    def wake(self, pending: int = 0) -> None:
+        """Something may have committed: read soon.
+
+        ``pending`` is the highest sequence this process just appended (0 if
+        unknown, or for another process's notice): the hub re-reads, quickly
+        at first, until its head passes it, since it commits a moment later.
+        """
+        if pending > self._pending:
+            self._pending = pending
+            self._pause = FIRST_PAUSE
         self._wake.set()
 
     async def close(self) -> None:
@@ -96,9 +114,13 @@ class FeedHub:
         started = False
         while True:
             if started:
+                waiting = self._pending > self.head
+                pause = min(self._pause, self.poll_interval) if waiting else self.poll_interval
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
+                    async with asyncio.timeout(pause):
                         await self._wake.wait()
+                if waiting:
+                    self._pause = min(self._pause * 2, MAX_PAUSE)
             self._wake.clear()
             try:
                 if not started:
@@ -106,7 +128,10 @@ class FeedHub:
                     self.floor = self.head = await self._end()
                     started = True
                     self._advance()
+                waiting = self._pending > self.head
                 await self._read_new()
+                if waiting and self._pending <= self.head and self.on_local_commit is not None:
+                    self.on_local_commit()
             except Exception as error:
                 # The database is away: subscribers wait, the next round retries.
                 log.warning("reading the change feed failed: %s", type(error).__name__)
