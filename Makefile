@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench bench-feed clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,9 @@ bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: 
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 	$(PY) -m bench
+
+bench-feed: setup  ## The change feed: writes/s with and without the outbox, commit-to-watcher lag, a long transaction's cost.
+	$(PY) -m bench.feed
 
 clean:
 	rm -rf $(VENV) .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info
