@@ -62,11 +62,20 @@ async def test_watch_filters_by_type_and_user(stub):
     call = stub.WatchEvents(
         E.WatchEventsRequest(after_sequence=start, user_id=alice.id, types=[E.DEPOSIT_MADE])
     )
-    await create_user(stub)
+    bob = await create_user(stub)
+    await stub.Deposit(user_service_pb2.DepositRequest(user_id=bob.id, amount=5, request_id="b"))
     await stub.Deposit(user_service_pb2.DepositRequest(user_id=alice.id, amount=3, request_id="x"))
-    (deposit,) = await read_events(call, 1)
-    assert deposit.type == E.DEPOSIT_MADE
-    assert deposit.user.balance == 3
+    await stub.TransferFunds(
+        user_service_pb2.TransferFundsRequest(
+            from_user_id=bob.id, to_user_id=alice.id, amount=1, request_id="t"
+        )
+    )
+    await stub.Deposit(user_service_pb2.DepositRequest(user_id=alice.id, amount=4, request_id="y"))
+    deposits = await read_events(call, 2)
+    assert [(e.type, e.user.id, e.user.balance) for e in deposits] == [
+        (E.DEPOSIT_MADE, alice.id, 3),
+        (E.DEPOSIT_MADE, alice.id, 8),
+    ]
     call.cancel()
 
 
