@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 CERTS ?= certs
 
-.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench bench-scale bench-curve bench-transfers clean
+.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench bench-scale bench-curve bench-transfers bench-feed clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -164,6 +164,9 @@ bench-transfers: setup  ## TransferFunds vs pgbench TPC-B, 32 clients, same run.
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(EDITABLE_STUBS)
 	$(PY) -m bench.transfers
+
+bench-feed: setup  ## The change feed: writes/s with and without the outbox, commit-to-watcher lag, a long transaction's cost.
+	$(PY) -m bench.feed
 
 clean:
 	rm -rf $(VENV) node_modules .proto-check .mypy_cache .pytest_cache .ruff_cache build *.egg-info \

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from service.api.jwks import KeySetError
@@ -18,6 +19,7 @@ from service.api.tracing import TracingConfigError
 from service.config import parse_command
 from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
+from service.domain.feed import prune_feed
 from service.domain.users import purge_deleted_users
 from service.server import BindError, UsersServer
 from service.workers import run_workers
@@ -68,8 +70,8 @@ async def migrate(settings: Settings, *, apply: bool = True) -> None:
         await database.close()
 
 
-async def purge(settings: Settings) -> int:
-    """Remove deleted users whose purge time has passed; how many were removed.
+async def purge(settings: Settings) -> tuple[int, int]:
+    """Remove deleted users whose purge time has passed, and events past retention; how many.
 
     Needs an up-to-date schema (run ``migrate`` first); safe to run while
     servers are serving, and from cron, as often as wanted.
@@ -79,7 +81,10 @@ async def purge(settings: Settings) -> int:
         await database.connect(create_schema=False, wait=settings.database_wait)
         await require_migrated(database)
         with database.activate():
-            return await purge_deleted_users()
+            users = await purge_deleted_users()
+            # After the users: their USER_PURGED events are new, and stay.
+            events = await prune_feed(timedelta(days=settings.events_retention_days))
+            return users, events
     finally:
         await database.close()
 
@@ -124,14 +129,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("database is up to date")
         return
     if command == "purge":
-        purged: list[int] = []
+        purged: list[tuple[int, int]] = []
 
         async def purge_and_count() -> None:
             purged.append(await purge(settings))
 
         _guarded(lambda: _run(purge_and_count()))
-        log.info("purged %d deleted users", purged[0])
-        print(f"purged {purged[0]} deleted users")
+        users, events = purged[0]
+        log.info("purged %d deleted users, pruned %d events", users, events)
+        print(f"purged {users} deleted users")
+        print(f"pruned {events} events older than {settings.events_retention_days:g} days")
         return
     if settings.workers == 1:
         _guarded(lambda: _run(serve(settings)))

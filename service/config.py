@@ -67,6 +67,13 @@ class Settings:
     authz_jwks: str = ""
     authz_jwt_issuer: str = ""
     authz_jwt_audience: str = ""
+    # --- change feed (ListEvents, WatchEvents, the NATS relay) ---
+    events_retention_days: float = 7.0
+    events_bookmark_interval: float = 10.0
+    events_poll_interval: float = 1.0
+    events_nats_url: str = ""
+    events_nats_stream: str = "USERS_EVENTS"
+    events_nats_subject: str = "users.v1.events"
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -108,6 +115,7 @@ class Settings:
             "must be at least --auth-lockout-base",
         )
         _check_authz(self)
+        _check_events(self)
 
     @property
     def tls(self) -> bool:
@@ -176,6 +184,38 @@ def _check_authz(settings: Settings) -> None:
         )
 
 
+def _check_events(settings: Settings) -> None:
+    _check(
+        0 < settings.events_retention_days <= 36500,
+        "events_retention_days",
+        "must be more than 0 and at most 36500 days",
+    )
+    _check(
+        0 < settings.events_bookmark_interval <= 10,
+        "events_bookmark_interval",
+        "must be more than 0 and at most 10 seconds",
+    )
+    _check(settings.events_poll_interval > 0, "events_poll_interval", "must be positive")
+    url = settings.events_nats_url
+    _check(
+        not url or url.startswith(("nats://", "tls://")),
+        "events_nats_url",
+        f"expected nats://HOST:PORT, got {url!r}",
+    )
+    _check(
+        bool(settings.events_nats_stream)
+        and not any(c in settings.events_nats_stream for c in " .*>/\\"),
+        "events_nats_stream",
+        "a JetStream stream name: no spaces, dots, wildcards or slashes",
+    )
+    subject = settings.events_nats_subject
+    _check(
+        bool(subject) and not any(c in subject for c in " *>") and "" not in subject.split("."),
+        "events_nats_subject",
+        "a NATS subject prefix such as users.v1.events, without wildcards",
+    )
+
+
 _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
@@ -211,6 +251,12 @@ _HELP = {
     "authz_jwks": "JWKS file or http(s) URL of the keys that sign callers' bearer JWTs",
     "authz_jwt_issuer": "the iss every bearer JWT must carry",
     "authz_jwt_audience": "the aud every bearer JWT must carry (this service's name)",
+    "events_retention_days": "days the change feed keeps events; purge prunes older ones",
+    "events_bookmark_interval": "seconds of silence after which WatchEvents sends a BOOKMARK",
+    "events_poll_interval": "seconds between re-reads of the feed when no commit notice came",
+    "events_nats_url": "nats://HOST:PORT: relay the change feed to NATS JetStream (off when empty)",
+    "events_nats_stream": "JetStream stream of the relay, created if missing",
+    "events_nats_subject": "subject prefix of the relay; each event goes to PREFIX.EVENT_TYPE",
 }
 
 

@@ -40,6 +40,7 @@ from service.domain.posts import Posts
 from service.domain.signups import Signups
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
+from service.feed_runtime import FeedRuntime
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -89,6 +90,7 @@ class UsersServer:
         self._metrics_http: WSGIServer | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ready: asyncio.Task[None] | None = None
+        self.feed = FeedRuntime(settings, self.database)
         # Registered before the database answers; the real servicer is attached once it does.
         self._servicer = DeferredServicer(USER_SERVICE)
         self.authorizer: Authorizer | None = None
@@ -198,7 +200,11 @@ class UsersServer:
         throttle = LoginThrottle(self._throttle_policy())
         accounts = Accounts(self.hasher, tokens, throttle, retention=retention)
         signups = Signups(self.hasher)
-        self._servicer.attach(UserServicer(accounts, Posts(tokens), Money(tokens), signups))
+        feed = self.feed.feed()
+        servicer = UserServicer(
+            accounts, Posts(tokens), Money(tokens), signups, feed, as_unavailable
+        )
+        self._servicer.attach(servicer)
         self.metrics.database_up.set(1)
         self.metrics.sample_pool()
 
@@ -209,6 +215,7 @@ class UsersServer:
     async def _serve(self) -> None:
         """The database is there: probe it from now on and report SERVING."""
         self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
+        self.feed.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
         log.info(
@@ -330,6 +337,9 @@ class UsersServer:
                 await self._probe
             self._probe = None
         await self.health.enter_graceful_shutdown()
+        # Watch streams never end on their own: end them first, or the grace
+        # period would be spent waiting for them.
+        await self.feed.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

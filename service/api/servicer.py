@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import empty_pb2
 from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 
+from service.api.feed_methods import FeedMethods
 from service.api.mappers import (
     datetime_or_none,
     new_user_of,
@@ -21,10 +22,13 @@ from service.api.mappers import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeAlias
 
     import grpc.aio
 
+    from service.domain.errors import UsersError
+    from service.domain.feed import Feed
     from service.domain.money import Money
     from service.domain.posts import Posts
     from service.domain.signups import Signups
@@ -35,12 +39,23 @@ if TYPE_CHECKING:
 __all__ = ["UserServicer"]
 
 
-class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, accounts: Accounts, posts: Posts, money: Money, signups: Signups) -> None:
+class UserServicer(FeedMethods, user_service_pb2_grpc.UserServiceServicer):
+    def __init__(
+        self,
+        accounts: Accounts,
+        posts: Posts,
+        money: Money,
+        signups: Signups,
+        feed: Feed,
+        classify: Callable[[BaseException], UsersError | None],
+    ) -> None:
         self._accounts = accounts
         self._posts = posts
         self._money = money
         self._signups = signups
+        self._feed = feed
+        # Maps a lost database to its error, for the methods the call wrapper does not wrap.
+        self._classify = classify
 
     async def CreateUser(
         self, request: user_service_pb2.CreateUserRequest, context: Context

@@ -34,6 +34,7 @@ STATUS_CODES: Mapping[type[errors.UsersError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     caller_errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }

@@ -9,6 +9,8 @@ from tortoise.models import Model
 __all__ = [
     "AuthThrottleRow",
     "CreateRequestRow",
+    "EventMarkRow",
+    "EventRow",
     "LedgerRow",
     "PostRow",
     "ServiceSecret",
@@ -142,3 +144,42 @@ class ServiceSecret(Model):
 
     class Meta:
         table = "service_secrets"
+
+
+class EventRow(Model):
+    """One change-feed event, written in the transaction of the change (the outbox).
+
+    ``sequence`` is the feed position consumers see, set by service.db.events
+    so that it grows in commit order on each backend (not the same as ``id``
+    on PostgreSQL). ``resource`` is the JSON snapshot of the User, Post or
+    Transfer after the change, never a password or hash. ``other_user_id``
+    is the receiver of a transfer, so that a consumer of one user's events
+    sees the transfers it receives too.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    sequence = fields.BigIntField(unique=True)
+    type = fields.SmallIntField()
+    user_id = fields.BigIntField()
+    other_user_id = fields.BigIntField(null=True)
+    actor = fields.CharField(max_length=255, default="")
+    resource = fields.TextField()
+    create_time = fields.DatetimeField()
+
+    class Meta:
+        table = "events"
+        indexes = (
+            Index(fields=("user_id", "sequence")),
+            Index(fields=("other_user_id", "sequence")),
+            Index(fields=("create_time",)),
+        )
+
+
+class EventMarkRow(Model):
+    """Named positions in the feed: how far it was pruned, and each relay's checkpoint."""
+
+    name = fields.CharField(max_length=200, primary_key=True)
+    sequence = fields.BigIntField()
+
+    class Meta:
+        table = "event_marks"

@@ -31,6 +31,7 @@ import asyncpg
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
+from service.db.events import append_events
 from service.db.models import LedgerRow
 from service.db.sql import Statement, client
 from service.db.transfer_statement import transfer_in_one_statement
@@ -45,6 +46,7 @@ from service.domain.errors import (
     UserNotActive,
     UserNotFound,
 )
+from service.domain.events import EventType, NewEvent
 from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
@@ -72,16 +74,20 @@ def _to_transfer(row: LedgerRow) -> Transfer:
 
 
 async def deposit(user_id: int, amount: int, request_id: str) -> User:
-    async def attempt() -> None:
-        async with in_transaction():
+    async def attempt() -> User:
+        async with in_transaction() as connection:
             # Claim the request id first: a concurrent replay waits on the
             # unique index here and then fails, moving nothing.
             await _record(DEPOSIT, None, user_id, amount, request_id)
             await _credit(user_id, amount)
+            user = await get_user(user_id)
+            await append_events(connection, [NewEvent(EventType.DEPOSIT_MADE, user_id, user)])
+            return user
 
     fields = {"kind": DEPOSIT, "from_user_id": None, "to_user_id": user_id, "amount": amount}
-    await _once(attempt, request_id, fields)
-    return await get_user(user_id)
+    result = await _once(attempt, request_id, fields)
+    # A replay returns the user as it is now, as before.
+    return result if isinstance(result, User) else await get_user(user_id)
 
 
 async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: str) -> Transfer:
@@ -96,9 +102,11 @@ async def transfer(from_user_id: int, to_user_id: int, amount: int, request_id: 
         return await _transfer_in_one_round_trip(from_user_id, to_user_id, amount, request_id)
 
     async def attempt() -> Transfer:
-        async with in_transaction():
+        async with in_transaction() as connection:
             transfer = await _record(TRANSFER, from_user_id, to_user_id, amount, request_id)
             await _move(from_user_id, to_user_id, amount)
+            event = NewEvent(EventType.FUNDS_TRANSFERRED, from_user_id, transfer, to_user_id)
+            await append_events(connection, [event])
             return transfer
 
     return await _once(attempt, request_id, fields)

@@ -17,9 +17,11 @@ from tortoise.transactions import in_transaction
 from service.db import statistics
 from service.db import users as users_db
 from service.db.errors import unique_violation
+from service.db.events import append_events
 from service.db.models import CreateRequestRow
 from service.db.sql import Statement
 from service.domain.errors import AlreadyExists, ConcurrencyConflict, EmailTaken, UsernameTaken
+from service.domain.events import EventType, NewEvent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,6 +82,14 @@ class _Claimed(Exception):
 
 
 async def insert_user(row: NewUserRow) -> User:
+    """Insert a user together with its USER_CREATED event."""
+    async with in_transaction() as connection:
+        user = await _insert(row)
+        await append_events(connection, [NewEvent(EventType.USER_CREATED, user.id, user)])
+    return user
+
+
+async def _insert(row: NewUserRow) -> User:
     return await users_db.insert_user(
         username=row.username,
         username_key=row.username_key,
@@ -97,14 +107,15 @@ async def insert_user_once(row: NewUserRow, request_id: str, fingerprint: str) -
     UsernameTaken or EmailTaken as for any insert.
     """
     try:
-        async with in_transaction():
-            user = await insert_user(row)
+        async with in_transaction() as connection:
+            user = await _insert(row)
             try:
                 await CreateRequestRow.create(
                     request_id=request_id, user_id=user.id, fingerprint=fingerprint
                 )
             except IntegrityError:
                 raise _Claimed from None
+            await append_events(connection, [NewEvent(EventType.USER_CREATED, user.id, user)])
     except _Claimed:
         return None
     return user
@@ -172,7 +183,7 @@ async def insert_users(rows: Sequence[NewUserRow]) -> list[User]:
     """
     now = datetime.now(UTC)
     try:
-        async with in_transaction():
+        async with in_transaction() as connection:
             ids: dict[str, int] = {}
             for chunk in _chunks(rows, _CHUNK):
                 statement = Statement(f"INSERT INTO users ({', '.join(_INSERTED)}) VALUES")
@@ -184,6 +195,8 @@ async def insert_users(rows: Sequence[NewUserRow]) -> list[User]:
                 statement.add("RETURNING id, username_key")
                 ids.update((key, user_id) for user_id, key in await statement.returning())
             users = await users_db.get_users([ids[row.username_key] for row in rows])
+            created = [NewEvent(EventType.USER_CREATED, u.id, u) for u in users]
+            await append_events(connection, created)
         statistics.users_inserted(len(users))
         return users
     except IntegrityError as error:

@@ -21,9 +21,9 @@ the request id was used. The caller tells the cases apart from the returned
 ledger id and check result, and reads whatever else it needs only on those
 rare paths.
 
-The change feed's event row belongs in this same statement: one more CTE
-after ``moved``, ``INSERT INTO <events> (...) SELECT ... FROM recorded``, so it
-is written exactly when the ledger row is (see ``_EVENT_CTE_GOES_HERE``).
+5. ``evented`` appends the change feed's FUNDS_TRANSFERRED event for each
+   row ``recorded`` inserted, so it is written exactly when the ledger row is,
+   in the same transaction (``service.db.events``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.db.events import appended_through, postgres_event_insert
 from service.db.sql import Statement
+from service.domain.events import EventType
 from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
@@ -57,6 +59,22 @@ async def transfer_in_one_statement(
     sender, receiver = statement.param(from_user_id), statement.param(to_user_id)
     money, key, at = statement.param(amount), statement.param(request_id), statement.param(now)
     active, ceiling = statement.param(int(State.ACTIVE)), statement.param(INT64_MAX)
+    # The Transfer snapshot, as service.domain.events.encode_resource writes it.
+    snapshot = (
+        "json_build_object('kind', 'transfer', 'id', recorded.id,"
+        f" 'from_user_id', {sender}::bigint, 'to_user_id', {receiver}::bigint,"
+        f" 'amount', {money}::bigint, 'request_id', {key}::text,"
+        f" 'create_time', {statement.param(now.isoformat())}::text)"
+    )
+    evented = postgres_event_insert(
+        statement,
+        EventType.FUNDS_TRANSFERRED,
+        user_id=f"{sender}::bigint",
+        other_user_id=f"{receiver}::bigint",
+        resource_json=snapshot,
+        create_time=f"{at}::timestamptz",
+        source="recorded",
+    )
     statement.add(
         f"""
 WITH locked AS (
@@ -85,16 +103,17 @@ WITH locked AS (
             THEN -{money}::bigint ELSE {money}::bigint END
     WHERE id IN ({sender}::bigint, {receiver}::bigint) AND EXISTS (SELECT 1 FROM recorded)
     RETURNING id
-){_EVENT_CTE_GOES_HERE}
-SELECT (SELECT id FROM recorded), (SELECT passed FROM checked), (SELECT count(*) FROM moved)
+), evented AS (
+    {evented}
+)
+SELECT (SELECT id FROM recorded), (SELECT passed FROM checked), (SELECT count(*) FROM moved),
+    (SELECT max(sequence) FROM evented)
 """
     )
-    ((ledger_id, passed, moved),) = await statement.rows()
+    ((ledger_id, passed, moved, sequence),) = await statement.rows()
     if ledger_id is not None and moved != 2:
         # Cannot happen (both rows are locked and checked above); say so loudly if it does.
         raise AssertionError(f"transfer {ledger_id} changed {moved} balances")
+    if sequence is not None:
+        appended_through(int(sequence))
     return TransferOutcome(ledger_id, bool(passed))
-
-
-# Where the change feed appends its event: ", evented AS (INSERT ... FROM recorded)".
-_EVENT_CTE_GOES_HERE = ""

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
+from tortoise.transactions import in_transaction
 
 from service.db.errors import unique_violation
+from service.db.events import append_events
 from service.db.models import UserRow
 from service.db.sql import Statement
 from service.db.user_rows import COLUMNS, MORE, VISIBLE, to_user, user_of
@@ -22,6 +24,7 @@ from service.domain.errors import (
     RetentionExpired,
     UserNotFound,
 )
+from service.domain.events import STATE_EVENTS, EventType, NewEvent
 from service.domain.lifecycle import State
 
 if TYPE_CHECKING:
@@ -166,13 +169,16 @@ async def update_user(
     user_id: int, changes: Mapping[str, str], *, version: int | None = None
 ) -> User:
     """Change fields of a user that is not deleted (and still at ``version``, if given)."""
-    if not await _write(user_id, version, {"delete_time__isnull": True}, changes):
-        row = await _current(user_id)
-        if row.delete_time is not None:
-            raise UserNotFound(user_id)
-        _check_version(row, version)
-        raise _raced(user_id, version)
-    return await get_user(user_id, show_deleted=True)
+    async with in_transaction() as connection:
+        if not await _write(user_id, version, {"delete_time__isnull": True}, changes):
+            row = await _current(user_id)
+            if row.delete_time is not None:
+                raise UserNotFound(user_id)
+            _check_version(row, version)
+            raise _raced(user_id, version)
+        user = await get_user(user_id, show_deleted=True)
+        await append_events(connection, [NewEvent(EventType.USER_UPDATED, user_id, user)])
+    return user
 
 
 async def delete_user(user_id: int, *, retention: timedelta, version: int | None = None) -> None:
@@ -180,8 +186,11 @@ async def delete_user(user_id: int, *, retention: timedelta, version: int | None
     now = datetime.now(UTC)
     guards = {"delete_time__isnull": True, "balance": 0}
     deletion = {"delete_time": now, "purge_time": now + retention}
-    if await _write(user_id, version, guards, deletion, now):
-        return
+    async with in_transaction() as connection:
+        if await _write(user_id, version, guards, deletion, now):
+            user = await get_user(user_id, show_deleted=True)
+            await append_events(connection, [NewEvent(EventType.USER_DELETED, user_id, user)])
+            return
     row = await _current(user_id)
     if row.delete_time is not None:
         raise UserNotFound(user_id)
@@ -195,31 +204,39 @@ async def undelete_user(user_id: int, *, version: int | None = None) -> User:
     """Restore a soft-deleted user whose purge time has not come yet."""
     now = datetime.now(UTC)
     guards = {"delete_time__isnull": False, "purge_time__gt": now}
-    if not await _write(user_id, version, guards, {"delete_time": None, "purge_time": None}):
-        row = await _current(user_id)
-        _check_version(row, version)
-        if row.delete_time is None:
-            state = State(row.state).name
-            raise InvalidStateTransition(user_id, state, "UndeleteUser", State.DELETED.name)
-        if row.purge_time is not None and row.purge_time <= now:
-            raise RetentionExpired(user_id, row.purge_time.isoformat())
-        raise _raced(user_id, version)
-    return await get_user(user_id, show_deleted=True)
+    restored = {"delete_time": None, "purge_time": None}
+    async with in_transaction() as connection:
+        if not await _write(user_id, version, guards, restored):
+            row = await _current(user_id)
+            _check_version(row, version)
+            if row.delete_time is None:
+                state = State(row.state).name
+                raise InvalidStateTransition(user_id, state, "UndeleteUser", State.DELETED.name)
+            if row.purge_time is not None and row.purge_time <= now:
+                raise RetentionExpired(user_id, row.purge_time.isoformat())
+            raise _raced(user_id, version)
+        user = await get_user(user_id, show_deleted=True)
+        await append_events(connection, [NewEvent(EventType.USER_UNDELETED, user_id, user)])
+    return user
 
 
 async def change_state(user_id: int, change: StateChange, *, version: int | None = None) -> User:
     """Apply a state method to a user that is not deleted and is in one of its source states."""
     guards = {"delete_time__isnull": True, "state__in": [int(s) for s in change.sources]}
-    if not await _write(user_id, version, guards, {"state": int(change.target)}):
-        row = await _current(user_id)
-        if row.delete_time is not None:
-            raise UserNotFound(user_id)
-        _check_version(row, version)
-        if row.state not in change.sources:
-            state = State(row.state).name
-            raise InvalidStateTransition(user_id, state, change.method, change.allowed)
-        raise _raced(user_id, version)
-    return await get_user(user_id, show_deleted=True)
+    async with in_transaction() as connection:
+        if not await _write(user_id, version, guards, {"state": int(change.target)}):
+            row = await _current(user_id)
+            if row.delete_time is not None:
+                raise UserNotFound(user_id)
+            _check_version(row, version)
+            if row.state not in change.sources:
+                state = State(row.state).name
+                raise InvalidStateTransition(user_id, state, change.method, change.allowed)
+            raise _raced(user_id, version)
+        user = await get_user(user_id, show_deleted=True)
+        event = NewEvent(STATE_EVENTS[change.method], user_id, user)
+        await append_events(connection, [event])
+    return user
 
 
 async def purge_deleted(now: datetime, batch_size: int = 500) -> int:
@@ -234,14 +251,19 @@ async def purge_deleted(now: datetime, batch_size: int = 500) -> int:
         select.add(f"{select.param(now)} ORDER BY purge_time, id LIMIT {int(batch_size)}")
         ids = [row[0] for row in await select.rows()]
         if ids:
-            # The DELETE re-checks the deletion itself, so an UndeleteUser that
-            # commits between the SELECT and the DELETE keeps its user: on
-            # PostgreSQL the WHERE is evaluated again on a row changed meanwhile.
-            delete = Statement("DELETE FROM users WHERE id IN")
-            delete.add(f"({delete.params_of(ids)}) AND delete_time IS NOT NULL")
-            delete.add(f"AND purge_time <= {delete.param(now)} RETURNING id")
-            # Counted by RETURNING: the row count would include cascaded posts on SQLite.
-            purged += len(await delete.returning())
+            async with in_transaction() as connection:
+                # The DELETE re-checks the deletion itself, so an UndeleteUser that
+                # commits between the SELECT and the DELETE keeps its user: on
+                # PostgreSQL the WHERE is evaluated again on a row changed meanwhile.
+                delete = Statement("DELETE FROM users WHERE id IN")
+                delete.add(f"({delete.params_of(ids)}) AND delete_time IS NOT NULL")
+                delete.add(f"AND purge_time <= {delete.param(now)} RETURNING id")
+                # Counted by RETURNING: the row count would include cascaded posts on SQLite.
+                gone = sorted(row[0] for row in await delete.returning())
+                # No snapshot: what a purge removes must not live on in the feed.
+                events = [NewEvent(EventType.USER_PURGED, i, None) for i in gone]
+                await append_events(connection, events)
+            purged += len(gone)
         if len(ids) < batch_size:
             return purged
 
@@ -287,4 +309,12 @@ async def replace_password_hash(user_id: int, new_hash: str, *, expected: str, t
         # A password change is for an ACTIVE user that is not deleted, also
         # when it was disabled or deleted while the new password was hashing.
         guards.update(delete_time__isnull=True, state=int(State.ACTIVE))
-    return bool(await UserRow.filter(**guards).update(**changes))
+    else:
+        # Upkeep: the user, as anyone can see it, is unchanged; no event.
+        return bool(await UserRow.filter(**guards).update(**changes))
+    async with in_transaction() as connection:
+        if not await UserRow.filter(**guards).update(**changes):
+            return False
+        user = await get_user(user_id)
+        await append_events(connection, [NewEvent(EventType.PASSWORD_CHANGED, user_id, user)])
+    return True

@@ -25,8 +25,11 @@ to a gRPC status code in one table (``service.api.status``)::
     ├── Aborted
     │   ├── ConcurrencyConflict  retries were exhausted; safe to retry
     │   └── EtagMismatch         the user changed since the etag was read
+    ├── OutOfRange
+    │   └── CursorExpired        events after a feed cursor were pruned
     └── Unavailable
-        └── DatabaseUnavailable
+        ├── DatabaseUnavailable
+        └── ServerShuttingDown   a watch ends because the server stops
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "AlreadyExists",
     "BalanceNotZero",
     "ConcurrencyConflict",
+    "CursorExpired",
     "DatabaseUnavailable",
     "EmailTaken",
     "EtagMismatch",
@@ -52,9 +56,11 @@ __all__ = [
     "InvalidEtag",
     "InvalidStateTransition",
     "NotFound",
+    "OutOfRange",
     "RequestIdReused",
     "ResourceExhausted",
     "RetentionExpired",
+    "ServerShuttingDown",
     "TooManyAttempts",
     "Unauthenticated",
     "Unavailable",
@@ -329,3 +335,28 @@ class DatabaseUnavailable(Unavailable):
 
     def __init__(self) -> None:
         super().__init__("The database is unavailable; retry later.")
+
+
+class ServerShuttingDown(Unavailable):
+    reason = "SERVER_SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("The server is shutting down; resume from the last sequence received.")
+
+
+class OutOfRange(UsersError):
+    reason = "OUT_OF_RANGE"
+
+
+class CursorExpired(OutOfRange):
+    """Events after the cursor were pruned (past --events-retention-days): relist, then watch."""
+
+    reason = "CURSOR_EXPIRED"
+    retry_as_is = False
+
+    def __init__(self, cursor: int, oldest_sequence: int, watermark: int) -> None:
+        super().__init__(
+            f"Events after sequence {cursor} are no longer kept; the oldest kept is "
+            f"{oldest_sequence}. Relist the users, then resume from sequence {watermark}.",
+            metadata={"oldest_sequence": str(oldest_sequence), "watermark": str(watermark)},
+        )

@@ -41,6 +41,18 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
     "auth_failure_window": ("60", "7200.5", 60.0, 7200.5),
     "auth_lockout_base": ("0.5", "2", 0.5, 2.0),
     "auth_lockout_max": ("60", "3600", 60.0, 3600.0),
+    # --- change feed ---
+    "events_retention_days": ("30", "0.5", 30.0, 0.5),
+    "events_bookmark_interval": ("2", "0.25", 2.0, 0.25),
+    "events_poll_interval": ("0.2", "5", 0.2, 5.0),
+    "events_nats_url": (
+        "nats://127.0.0.1:4222",
+        "nats://nats.internal:4222",
+        "nats://127.0.0.1:4222",
+        "nats://nats.internal:4222",
+    ),
+    "events_nats_stream": ("FEED", "OTHER_FEED", "FEED", "OTHER_FEED"),
+    "events_nats_subject": ("feed", "acme.users", "feed", "acme.users"),
 }
 TLS_FIELDS = {"tls_cert", "tls_key", "tls_client_ca"}
 # They go together and name files: tests/unit/test_authz_settings.py covers them.
@@ -164,6 +176,13 @@ def test_migrate_is_a_command_and_serve_the_default():
         ([], {"USERS_DELETED_RETENTION_DAYS": "forever"}, "--deleted-retention-days"),
         (["--tls-cert", "/no/such/cert.pem", "--tls-key", "/no/such/key.pem"], {}, "--tls-cert"),
         (["--tls-client-ca", __file__], {}, "--tls-client-ca"),
+        (["--events-retention-days", "0"], {}, "--events-retention-days"),
+        (["--events-bookmark-interval", "11"], {}, "--events-bookmark-interval"),
+        (["--events-poll-interval", "0"], {}, "--events-poll-interval"),
+        (["--events-nats-url", "http://127.0.0.1:4222"], {}, "--events-nats-url"),
+        (["--events-nats-stream", "users.events"], {}, "--events-nats-stream"),
+        (["--events-nats-subject", "users.*"], {}, "--events-nats-subject"),
+        (["--events-nats-subject", "users..events"], {}, "--events-nats-subject"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag_and_the_variable(

@@ -96,6 +96,8 @@ def test_every_service_error_has_a_status_code(error_type):
         (errors.InvalidCredentials, grpc.StatusCode.UNAUTHENTICATED),
         (errors.ConcurrencyConflict, grpc.StatusCode.ABORTED),
         (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
+        (errors.CursorExpired, grpc.StatusCode.OUT_OF_RANGE),
+        (errors.ServerShuttingDown, grpc.StatusCode.UNAVAILABLE),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
 )

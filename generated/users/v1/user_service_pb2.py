@@ -25,68 +25,69 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from users.v1 import events_pb2 as users_dot_v1_dot_events__pb2
 from users.v1 import resources_pb2 as users_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1busers/v1/user_service.proto\x12\x08users.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18users/v1/resources.proto\"\x9e\x01\n\x11\x43reateUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x12\x15\n\rpassword_hash\x18\x07 \x01(\t\"H\n\x17\x42\x61tchCreateUsersRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.users.v1.CreateUserRequest\"9\n\x18\x42\x61tchCreateUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\"T\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04view\x18\x02 \x01(\x0e\x32\x12.users.v1.UserView\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"\\\n\x11LookupUserRequest\x12\x12\n\x08username\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x0c\n\nidentifier\"#\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"6\n\x15\x42\x61tchGetUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\"\xe1\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0fusername_prefix\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"_\n\x11ListUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"y\n\x11UpdateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.users.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"/\n\x13UndeleteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\".\n\x12\x44isableUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"-\n\x11\x45nableUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"+\n\x0fLockUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"-\n\x11UnlockUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"=\n\x17\x41uthenticateUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"8\n\x18\x41uthenticateUserResponse\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.users.v1.User\"S\n\x15\x43hangePasswordRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"A\n\x11\x43reatePostRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\"J\n\x10ListPostsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x11ListPostsResponse\x12\x1d\n\x05posts\x18\x01 \x03(\x0b\x32\x0e.users.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x0e\x44\x65positRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"d\n\x14TransferFundsRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x12\n\nto_user_id\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x14ListTransfersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x15ListTransfersResponse\x12%\n\ttransfers\x18\x01 \x03(\x0b\x32\x12.users.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc5\n\n\x0bUserService\x12\x39\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x0e.users.v1.User\x12Y\n\x10\x42\x61tchCreateUsers\x12!.users.v1.BatchCreateUsersRequest\x1a\".users.v1.BatchCreateUsersResponse\x12\x33\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nLookupUser\x12\x1b.users.v1.LookupUserRequest\x1a\x0e.users.v1.User\x12P\n\rBatchGetUsers\x12\x1e.users.v1.BatchGetUsersRequest\x1a\x1f.users.v1.BatchGetUsersResponse\x12\x44\n\tListUsers\x12\x1a.users.v1.ListUsersRequest\x1a\x1b.users.v1.ListUsersResponse\x12\x39\n\nUpdateUser\x12\x1b.users.v1.UpdateUserRequest\x1a\x0e.users.v1.User\x12\x41\n\nDeleteUser\x12\x1b.users.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\x12=\n\x0cUndeleteUser\x12\x1d.users.v1.UndeleteUserRequest\x1a\x0e.users.v1.User\x12;\n\x0b\x44isableUser\x12\x1c.users.v1.DisableUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nEnableUser\x12\x1b.users.v1.EnableUserRequest\x1a\x0e.users.v1.User\x12\x35\n\x08LockUser\x12\x19.users.v1.LockUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nUnlockUser\x12\x1b.users.v1.UnlockUserRequest\x1a\x0e.users.v1.User\x12Y\n\x10\x41uthenticateUser\x12!.users.v1.AuthenticateUserRequest\x1a\".users.v1.AuthenticateUserResponse\x12I\n\x0e\x43hangePassword\x12\x1f.users.v1.ChangePasswordRequest\x1a\x16.google.protobuf.Empty\x12\x39\n\nCreatePost\x12\x1b.users.v1.CreatePostRequest\x1a\x0e.users.v1.Post\x12\x44\n\tListPosts\x12\x1a.users.v1.ListPostsRequest\x1a\x1b.users.v1.ListPostsResponse\x12\x33\n\x07\x44\x65posit\x12\x18.users.v1.DepositRequest\x1a\x0e.users.v1.User\x12\x43\n\rTransferFunds\x12\x1e.users.v1.TransferFundsRequest\x1a\x12.users.v1.Transfer\x12P\n\rListTransfers\x12\x1e.users.v1.ListTransfersRequest\x1a\x1f.users.v1.ListTransfersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1busers/v1/user_service.proto\x12\x08users.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15users/v1/events.proto\x1a\x18users/v1/resources.proto\"\x9e\x01\n\x11\x43reateUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x12\x15\n\rpassword_hash\x18\x07 \x01(\t\"H\n\x17\x42\x61tchCreateUsersRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.users.v1.CreateUserRequest\"9\n\x18\x42\x61tchCreateUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\"T\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04view\x18\x02 \x01(\x0e\x32\x12.users.v1.UserView\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"\\\n\x11LookupUserRequest\x12\x12\n\x08username\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x0c\n\nidentifier\"#\n\x14\x42\x61tchGetUsersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"6\n\x15\x42\x61tchGetUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\"\xe1\x01\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0fusername_prefix\x18\x03 \x01(\t\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"_\n\x11ListUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"y\n\x11UpdateUserRequest\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.users.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"-\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"/\n\x13UndeleteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\".\n\x12\x44isableUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"-\n\x11\x45nableUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"+\n\x0fLockUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"-\n\x11UnlockUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"=\n\x17\x41uthenticateUserRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"8\n\x18\x41uthenticateUserResponse\x12\x1c\n\x04user\x18\x01 \x01(\x0b\x32\x0e.users.v1.User\"S\n\x15\x43hangePasswordRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"A\n\x11\x43reatePostRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\t\"J\n\x10ListPostsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"K\n\x11ListPostsResponse\x12\x1d\n\x05posts\x18\x01 \x03(\x0b\x32\x0e.users.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x0e\x44\x65positRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"d\n\x14TransferFundsRequest\x12\x14\n\x0c\x66rom_user_id\x18\x01 \x01(\x03\x12\x12\n\nto_user_id\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"N\n\x14ListTransfersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x15ListTransfersResponse\x12%\n\ttransfers\x18\x01 \x03(\x0b\x32\x12.users.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xce\x0b\n\x0bUserService\x12\x39\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x0e.users.v1.User\x12Y\n\x10\x42\x61tchCreateUsers\x12!.users.v1.BatchCreateUsersRequest\x1a\".users.v1.BatchCreateUsersResponse\x12\x33\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nLookupUser\x12\x1b.users.v1.LookupUserRequest\x1a\x0e.users.v1.User\x12P\n\rBatchGetUsers\x12\x1e.users.v1.BatchGetUsersRequest\x1a\x1f.users.v1.BatchGetUsersResponse\x12\x44\n\tListUsers\x12\x1a.users.v1.ListUsersRequest\x1a\x1b.users.v1.ListUsersResponse\x12\x39\n\nUpdateUser\x12\x1b.users.v1.UpdateUserRequest\x1a\x0e.users.v1.User\x12\x41\n\nDeleteUser\x12\x1b.users.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\x12=\n\x0cUndeleteUser\x12\x1d.users.v1.UndeleteUserRequest\x1a\x0e.users.v1.User\x12;\n\x0b\x44isableUser\x12\x1c.users.v1.DisableUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nEnableUser\x12\x1b.users.v1.EnableUserRequest\x1a\x0e.users.v1.User\x12\x35\n\x08LockUser\x12\x19.users.v1.LockUserRequest\x1a\x0e.users.v1.User\x12\x39\n\nUnlockUser\x12\x1b.users.v1.UnlockUserRequest\x1a\x0e.users.v1.User\x12Y\n\x10\x41uthenticateUser\x12!.users.v1.AuthenticateUserRequest\x1a\".users.v1.AuthenticateUserResponse\x12I\n\x0e\x43hangePassword\x12\x1f.users.v1.ChangePasswordRequest\x1a\x16.google.protobuf.Empty\x12\x39\n\nCreatePost\x12\x1b.users.v1.CreatePostRequest\x1a\x0e.users.v1.Post\x12\x44\n\tListPosts\x12\x1a.users.v1.ListPostsRequest\x1a\x1b.users.v1.ListPostsResponse\x12\x33\n\x07\x44\x65posit\x12\x18.users.v1.DepositRequest\x1a\x0e.users.v1.User\x12\x43\n\rTransferFunds\x12\x1e.users.v1.TransferFundsRequest\x1a\x12.users.v1.Transfer\x12P\n\rListTransfers\x12\x1e.users.v1.ListTransfersRequest\x1a\x1f.users.v1.ListTransfersResponse\x12G\n\nListEvents\x12\x1b.users.v1.ListEventsRequest\x1a\x1c.users.v1.ListEventsResponse\x12>\n\x0bWatchEvents\x12\x1c.users.v1.WatchEventsRequest\x1a\x0f.users.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'users.v1.user_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEUSERREQUEST']._serialized_start=164
-  _globals['_CREATEUSERREQUEST']._serialized_end=322
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=324
-  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=396
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=398
-  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=455
-  _globals['_GETUSERREQUEST']._serialized_start=457
-  _globals['_GETUSERREQUEST']._serialized_end=541
-  _globals['_LOOKUPUSERREQUEST']._serialized_start=543
-  _globals['_LOOKUPUSERREQUEST']._serialized_end=635
-  _globals['_BATCHGETUSERSREQUEST']._serialized_start=637
-  _globals['_BATCHGETUSERSREQUEST']._serialized_end=672
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=674
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=728
-  _globals['_LISTUSERSREQUEST']._serialized_start=731
-  _globals['_LISTUSERSREQUEST']._serialized_end=956
-  _globals['_LISTUSERSRESPONSE']._serialized_start=958
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1053
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1055
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1176
-  _globals['_DELETEUSERREQUEST']._serialized_start=1178
-  _globals['_DELETEUSERREQUEST']._serialized_end=1223
-  _globals['_UNDELETEUSERREQUEST']._serialized_start=1225
-  _globals['_UNDELETEUSERREQUEST']._serialized_end=1272
-  _globals['_DISABLEUSERREQUEST']._serialized_start=1274
-  _globals['_DISABLEUSERREQUEST']._serialized_end=1320
-  _globals['_ENABLEUSERREQUEST']._serialized_start=1322
-  _globals['_ENABLEUSERREQUEST']._serialized_end=1367
-  _globals['_LOCKUSERREQUEST']._serialized_start=1369
-  _globals['_LOCKUSERREQUEST']._serialized_end=1412
-  _globals['_UNLOCKUSERREQUEST']._serialized_start=1414
-  _globals['_UNLOCKUSERREQUEST']._serialized_end=1459
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=1461
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=1522
-  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_start=1524
-  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_end=1580
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1582
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1665
-  _globals['_CREATEPOSTREQUEST']._serialized_start=1667
-  _globals['_CREATEPOSTREQUEST']._serialized_end=1732
-  _globals['_LISTPOSTSREQUEST']._serialized_start=1734
-  _globals['_LISTPOSTSREQUEST']._serialized_end=1808
-  _globals['_LISTPOSTSRESPONSE']._serialized_start=1810
-  _globals['_LISTPOSTSRESPONSE']._serialized_end=1885
-  _globals['_DEPOSITREQUEST']._serialized_start=1887
-  _globals['_DEPOSITREQUEST']._serialized_end=1956
-  _globals['_TRANSFERFUNDSREQUEST']._serialized_start=1958
-  _globals['_TRANSFERFUNDSREQUEST']._serialized_end=2058
-  _globals['_LISTTRANSFERSREQUEST']._serialized_start=2060
-  _globals['_LISTTRANSFERSREQUEST']._serialized_end=2138
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=2140
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=2227
-  _globals['_USERSERVICE']._serialized_start=2230
-  _globals['_USERSERVICE']._serialized_end=3579
+  _globals['_CREATEUSERREQUEST']._serialized_start=187
+  _globals['_CREATEUSERREQUEST']._serialized_end=345
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_start=347
+  _globals['_BATCHCREATEUSERSREQUEST']._serialized_end=419
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_start=421
+  _globals['_BATCHCREATEUSERSRESPONSE']._serialized_end=478
+  _globals['_GETUSERREQUEST']._serialized_start=480
+  _globals['_GETUSERREQUEST']._serialized_end=564
+  _globals['_LOOKUPUSERREQUEST']._serialized_start=566
+  _globals['_LOOKUPUSERREQUEST']._serialized_end=658
+  _globals['_BATCHGETUSERSREQUEST']._serialized_start=660
+  _globals['_BATCHGETUSERSREQUEST']._serialized_end=695
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=697
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=751
+  _globals['_LISTUSERSREQUEST']._serialized_start=754
+  _globals['_LISTUSERSREQUEST']._serialized_end=979
+  _globals['_LISTUSERSRESPONSE']._serialized_start=981
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1076
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1078
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1199
+  _globals['_DELETEUSERREQUEST']._serialized_start=1201
+  _globals['_DELETEUSERREQUEST']._serialized_end=1246
+  _globals['_UNDELETEUSERREQUEST']._serialized_start=1248
+  _globals['_UNDELETEUSERREQUEST']._serialized_end=1295
+  _globals['_DISABLEUSERREQUEST']._serialized_start=1297
+  _globals['_DISABLEUSERREQUEST']._serialized_end=1343
+  _globals['_ENABLEUSERREQUEST']._serialized_start=1345
+  _globals['_ENABLEUSERREQUEST']._serialized_end=1390
+  _globals['_LOCKUSERREQUEST']._serialized_start=1392
+  _globals['_LOCKUSERREQUEST']._serialized_end=1435
+  _globals['_UNLOCKUSERREQUEST']._serialized_start=1437
+  _globals['_UNLOCKUSERREQUEST']._serialized_end=1482
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=1484
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=1545
+  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_start=1547
+  _globals['_AUTHENTICATEUSERRESPONSE']._serialized_end=1603
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1605
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1688
+  _globals['_CREATEPOSTREQUEST']._serialized_start=1690
+  _globals['_CREATEPOSTREQUEST']._serialized_end=1755
+  _globals['_LISTPOSTSREQUEST']._serialized_start=1757
+  _globals['_LISTPOSTSREQUEST']._serialized_end=1831
+  _globals['_LISTPOSTSRESPONSE']._serialized_start=1833
+  _globals['_LISTPOSTSRESPONSE']._serialized_end=1908
+  _globals['_DEPOSITREQUEST']._serialized_start=1910
+  _globals['_DEPOSITREQUEST']._serialized_end=1979
+  _globals['_TRANSFERFUNDSREQUEST']._serialized_start=1981
+  _globals['_TRANSFERFUNDSREQUEST']._serialized_end=2081
+  _globals['_LISTTRANSFERSREQUEST']._serialized_start=2083
+  _globals['_LISTTRANSFERSREQUEST']._serialized_end=2161
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=2163
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=2250
+  _globals['_USERSERVICE']._serialized_start=2253
+  _globals['_USERSERVICE']._serialized_end=3739
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from users.v1 import events_pb2 as users_dot_v1_dot_events__pb2
 from users.v1 import resources_pb2 as users_dot_v1_dot_resources__pb2
 from users.v1 import user_service_pb2 as users_dot_v1_dot_user__service__pb2
 
@@ -136,6 +137,16 @@ class UserServiceStub:
                 '/users.v1.UserService/ListTransfers',
                 request_serializer=users_dot_v1_dot_user__service__pb2.ListTransfersRequest.SerializeToString,
                 response_deserializer=users_dot_v1_dot_user__service__pb2.ListTransfersResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/users.v1.UserService/ListEvents',
+                request_serializer=users_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/users.v1.UserService/WatchEvents',
+                request_serializer=users_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=users_dot_v1_dot_events__pb2.Event.FromString,
                 _registered_method=True)
 
 
@@ -386,6 +397,30 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Returns committed events after a sequence, oldest first (the change
+        feed; see events.proto). A consumer that resumes from the watermark
+        never misses a committed event and never gets one twice.
+        Errors: INVALID_ARGUMENT (negative after_sequence, page_size or user_id,
+        an unknown type), OUT_OF_RANGE (reason CURSOR_EXPIRED: events after
+        after_sequence were pruned; metadata "oldest_sequence" the oldest one
+        kept and "watermark" where to watch from after relisting).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Streams every committed event after a sequence, in order, then each new
+        one as it commits, and a BOOKMARK at least every 10 seconds while
+        nothing matching happens. Ends with UNAVAILABLE when the server shuts
+        down: resume from the last sequence received.
+        Errors: as ListEvents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -488,6 +523,16 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListTransfers,
                     request_deserializer=users_dot_v1_dot_user__service__pb2.ListTransfersRequest.FromString,
                     response_serializer=users_dot_v1_dot_user__service__pb2.ListTransfersResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=users_dot_v1_dot_events__pb2.ListEventsRequest.FromString,
+                    response_serializer=users_dot_v1_dot_events__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=users_dot_v1_dot_events__pb2.WatchEventsRequest.FromString,
+                    response_serializer=users_dot_v1_dot_events__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1031,6 +1076,60 @@ class UserService:
             '/users.v1.UserService/ListTransfers',
             users_dot_v1_dot_user__service__pb2.ListTransfersRequest.SerializeToString,
             users_dot_v1_dot_user__service__pb2.ListTransfersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UserService/ListEvents',
+            users_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+            users_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/users.v1.UserService/WatchEvents',
+            users_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+            users_dot_v1_dot_events__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

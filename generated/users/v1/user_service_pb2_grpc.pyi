@@ -13,6 +13,7 @@ and INTERNAL for an unexpected server fault.
 from collections import abc as _abc
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
+from users.v1 import events_pb2 as _events_pb2
 from users.v1 import resources_pb2 as _resources_pb2
 from users.v1 import user_service_pb2 as _user_service_pb2
 import abc as _abc_1
@@ -205,6 +206,22 @@ class UserServiceStub:
     INVALID_ARGUMENT (bad
     page_token, negative page_size).
     """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
+    """Returns committed events after a sequence, oldest first (the change
+    feed; see events.proto). A consumer that resumes from the watermark
+    never misses a committed event and never gets one twice.
+    Errors: INVALID_ARGUMENT (negative after_sequence, page_size or user_id,
+    an unknown type), OUT_OF_RANGE (reason CURSOR_EXPIRED: events after
+    after_sequence were pruned; metadata "oldest_sequence" the oldest one
+    kept and "watermark" where to watch from after relisting).
+    """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]
+    """Streams every committed event after a sequence, in order, then each new
+    one as it commits, and a BOOKMARK at least every 10 seconds while
+    nothing matching happens. Ends with UNAVAILABLE when the server shuts
+    down: resume from the last sequence received.
+    Errors: as ListEvents.
+    """
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -373,6 +390,22 @@ class UserServiceAsyncStub(UserServiceStub):
     Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
     INVALID_ARGUMENT (bad
     page_token, negative page_size).
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """Returns committed events after a sequence, oldest first (the change
+    feed; see events.proto). A consumer that resumes from the watermark
+    never misses a committed event and never gets one twice.
+    Errors: INVALID_ARGUMENT (negative after_sequence, page_size or user_id,
+    an unknown type), OUT_OF_RANGE (reason CURSOR_EXPIRED: events after
+    after_sequence were pruned; metadata "oldest_sequence" the oldest one
+    kept and "watermark" where to watch from after relisting).
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
+    """Streams every committed event after a sequence, in order, then each new
+    one as it commits, and a BOOKMARK at least every 10 seconds while
+    nothing matching happens. Ends with UNAVAILABLE when the server shuts
+    down: resume from the last sequence received.
+    Errors: as ListEvents.
     """
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -659,6 +692,34 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: NOT_FOUND (reason USER_NOT_FOUND; also for a deleted user),
         INVALID_ARGUMENT (bad
         page_token, negative page_size).
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _events_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.ListEventsResponse, _abc.Awaitable[_events_pb2.ListEventsResponse]]:
+        """Returns committed events after a sequence, oldest first (the change
+        feed; see events.proto). A consumer that resumes from the watermark
+        never misses a committed event and never gets one twice.
+        Errors: INVALID_ARGUMENT (negative after_sequence, page_size or user_id,
+        an unknown type), OUT_OF_RANGE (reason CURSOR_EXPIRED: events after
+        after_sequence were pruned; metadata "oldest_sequence" the oldest one
+        kept and "watermark" where to watch from after relisting).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _events_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.Event], _abc.AsyncIterator[_events_pb2.Event]]:
+        """Streams every committed event after a sequence, in order, then each new
+        one as it commits, and a BOOKMARK at least every 10 seconds while
+        nothing matching happens. Ends with UNAVAILABLE when the server shuts
+        down: resume from the last sequence received.
+        Errors: as ListEvents.
         """
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

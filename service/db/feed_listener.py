@@ -1,0 +1,121 @@
+"""Commit notices of the change feed: PostgreSQL LISTEN, or an in-process call on SQLite.
+
+A notice is only a wake-up: the feed hub then reads the table, which is the
+truth, and re-reads it periodically anyway, so a notice lost while the
+connection was down costs latency, never an event.
+
+LISTEN needs a connection of its own for as long as it listens: a pooled one
+goes back to the pool, and its registration with it (FACTS). So does a
+session-level advisory lock (the relay's), hence ``dedicated_connection``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from service.db.events import NOTIFY_CHANNEL
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["CommitListener", "dedicated_connection"]
+
+log = logging.getLogger("service.feed")
+
+
+async def dedicated_connection(url: str, connect_timeout: float = 10.0) -> asyncpg.Connection[Any]:
+    """A connection outside the pool, to the database of ``url``.
+
+    The URL's query (pool sizes and other Tortoise or asyncpg pool options)
+    is left out: asyncpg would send unknown keys to the server as settings.
+    """
+    parts = urlsplit(url)
+    dsn = urlunsplit(parts._replace(scheme="postgresql", query=""))
+    return await asyncpg.connect(dsn, timeout=connect_timeout)
+
+
+def _resolver(future: asyncio.Future[None]) -> Callable[[object], None]:
+    def resolve(_: object) -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return resolve
+
+
+class CommitListener:
+    """LISTEN on one dedicated connection, reconnecting after a loss, calling ``wake``.
+
+    ``notify()`` tells the other processes that this one committed events,
+    with a NOTIFY on the same connection after the commit, coalesced: never
+    inside the write transaction, whose commit it would serialise.
+    """
+
+    def __init__(self, url: str, wake: Callable[[], None], *, retry: float = 1.0) -> None:
+        self._url = url
+        self._wake = wake
+        self._retry = retry
+        self._task: asyncio.Task[None] | None = None
+        self._connection: asyncpg.Connection[Any] | None = None
+        self._notify = asyncio.Event()
+        self._notifier: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        self._notify.set()
+
+    async def _send_notices(self) -> None:
+        while True:
+            await self._notify.wait()
+            self._notify.clear()
+            connection = self._connection
+            if connection is None or connection.is_closed():
+                continue  # the others' periodic re-read will do
+            try:
+                await connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except Exception as error:
+                log.warning("cannot NOTIFY the other processes: %s", type(error).__name__)
+
+    def start(self) -> None:
+        self._notifier = asyncio.create_task(self._send_notices(), name="feed-notifier")
+        self._task = asyncio.create_task(self._run(), name="feed-listener")
+
+    async def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notifier
+            self._notifier = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            connection = None
+            try:
+                connection = await dedicated_connection(self._url)
+                lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                connection.add_termination_listener(_resolver(lost))
+                await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake())
+                self._connection = connection
+                # Whatever committed while we were not listening.
+                self._wake()
+                await lost
+                log.warning("the feed's LISTEN connection was lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("cannot LISTEN for feed notices: %s", type(error).__name__)
+            finally:
+                self._connection = None
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            await asyncio.sleep(self._retry)
