@@ -122,6 +122,7 @@ class Event(_message.Message):
     Resume a ListEvents or WatchEvents after the last one seen.
     """
     type: Global___EventType.ValueType
+    """What happened (BOOKMARK: nothing but the sequence is set)."""
     user_id: _builtins.int
     """The user the change is about (the sender of a transfer)."""
     actor: _builtins.str
@@ -137,9 +138,13 @@ class Event(_message.Message):
         """Without posts, password or hash."""
 
     @_builtins.property
-    def transfer(self) -> _resources_pb2.Transfer: ...
+    def transfer(self) -> _resources_pb2.Transfer:
+        """The transfer as TransferFunds returned it."""
+
     @_builtins.property
-    def post(self) -> _resources_pb2.Post: ...
+    def post(self) -> _resources_pb2.Post:
+        """The post as CreatePost returned it."""
+
     def __init__(
         self,
         *,
@@ -211,7 +216,9 @@ class ListEventsResponse(_message.Message):
     pass it as after_sequence of the next call.
     """
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """The matching events after the cursor, in sequence order."""
+
     def __init__(
         self,
         *,
