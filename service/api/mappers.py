@@ -26,15 +26,17 @@ __all__ = [
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def _timestamp(value: datetime) -> Timestamp:
     """``Timestamp.FromDatetime`` without its per-call checks and conversions (5 % of a GetUser).
 
     Exact: whole days and seconds of the difference, microseconds as nanos.
-    Our datetimes are always aware (service.db.sql.as_datetime).
+    A naive datetime is UTC, as FromDatetime takes it (a snapshot decoded from
+    the feed of a SQLite database may be one).
     """
-    delta = value - _EPOCH
+    delta = value - (_EPOCH if value.tzinfo is not None else _NAIVE_EPOCH)
     return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
