@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak check bench clean
+.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak ha ha-soak check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,7 @@ format:
 
 typecheck:
 	$(BIN)/mypy
+	$(BIN)/mypy --strict deploy/ha
 
 test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 	$(BIN)/pytest
@@ -69,6 +70,18 @@ fuzz: setup  ## Hostile-input tests with about 10,000 generated requests (CI run
 
 soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
 	$(PY) -m tests.soak
+
+# Debian's engines for the highly available deployment (deploy/ha/README.md).
+HA_PACKAGES := patroni etcd-server pgbouncer python3-etcd
+
+ha: setup  ## Install Debian's patroni, etcd-server and pgbouncer for deploy/ha/cluster.py.
+	@[ -x /usr/bin/patroni ] && [ -x /usr/bin/etcd ] && [ -x /usr/sbin/pgbouncer ] || { \
+		echo 'ha: installing $(HA_PACKAGES)'; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(HA_PACKAGES) >/dev/null; }
+
+ha-soak: ha  ## Bank load on the HA cluster through switchover, failover and rejoins (HA_SOAK_SECONDS=20 per phase); fails on a lost write.
+	$(PY) -m tests.ha_soak
 
 check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 
