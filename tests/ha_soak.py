@@ -115,6 +115,10 @@ async def run_soak(phase: float, clients: int, replicas: int) -> Outcome:
                 record = FaultRecord(name, time.monotonic())
                 record.reply = await cluster.command(name)
                 record.returned = time.monotonic()
+                # When the fault itself happened, as cluster.py saw it (same clock).
+                injected = record.reply.get("injected_monotonic")
+                if isinstance(injected, float):
+                    record.injected = injected
                 faults.append(record)
                 await asyncio.sleep(phase)
             await _wait_for_ok(loads, faults[-1].returned)

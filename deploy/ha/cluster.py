@@ -197,7 +197,12 @@ def _new_primary(layout: Layout, old: str, started: float) -> None:
     )
     wait_for(f"{new} accepts writes through PgBouncer", lambda: members.accepts_writes(layout),
              PROMOTE_WITHIN)  # fmt: skip
-    emit({"old": old, "new": new, "seconds": round(time.monotonic() - started, 3)})
+    # CLOCK_MONOTONIC is shared by every process of the machine: callers can
+    # line the fault up with their own timings.
+    emit({
+        "old": old, "new": new, "seconds": round(time.monotonic() - started, 3),
+        "injected_monotonic": round(started, 6),
+    })  # fmt: skip
 
 
 def _current(layout: Layout) -> tuple[str, str]:
@@ -239,13 +244,23 @@ def rejoin(layout: Layout, name: str | None) -> None:
     log = layout.path / "logs" / f"patroni-{name}.log"
     offset = log.stat().st_size if log.exists() else 0
     started = time.monotonic()
+    # Fence an orphaned PostgreSQL (its Patroni was killed) first, as Patroni's
+    # watchdog would have: a Patroni 3.0 that starts next to a running primary
+    # rewrites postgresql.conf without synchronous_standby_names and reloads it
+    # before it demotes, and in that moment commits still waiting for the old
+    # standby are released and acknowledged, then rewound away.
+    postmaster = processes.postmaster_pid(layout.node(name).data_dir(layout.path))
+    fenced = postmaster is not None
+    if postmaster is not None:
+        processes.wait_gone(processes.kill_tree(postmaster), STOP_WITHIN)
     _start_patroni(layout, name)
     wait_for(f"{name} is the synchronous standby again",
              lambda: members.sync_standby(layout) == name, START_WITHIN)  # fmt: skip
     with log.open("rb") as text:
         text.seek(offset)
         rewound = b"pg_rewind" in text.read()
-    emit({"node": name, "rewound": rewound, "seconds": round(time.monotonic() - started, 3)})
+    seconds = round(time.monotonic() - started, 3)
+    emit({"node": name, "fenced": fenced, "rewound": rewound, "seconds": seconds})
 
 
 def _running(layout: Layout) -> list[int]:
