@@ -13,7 +13,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak ha ha-soak check bench clean
+.PHONY: setup run proto proto-check migrations migrations-check lint format typecheck test fuzz soak ha ha-soak ha-bench check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,9 @@ ha: setup  ## Install Debian's patroni, etcd-server and pgbouncer for deploy/ha/
 
 ha-soak: ha  ## Bank load on the HA cluster through switchover, failover and rejoins (HA_SOAK_SECONDS=20 per phase); fails on a lost write.
 	$(PY) -m tests.ha_soak
+
+ha-bench: ha  ## Bank throughput through 1 replica against 2 behind PgBouncer (HA_BENCH_SECONDS=10 per round).
+	$(PY) -m tests.ha_throughput
 
 check: setup lint typecheck proto-check migrations-check test  ## What CI runs.
 
