@@ -22,38 +22,28 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import faults
 import members
 import processes
-from layout import DATABASE, PG_BIN, Layout, load, write_configs
+from faults import START_WITHIN, STOP_WITHIN, emit
+from layout import DATABASE, PACKAGES, PG_BIN, Layout, load, write_configs
 from members import NotReady, wait_for
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent.parent
-PACKAGES = {"patroni": "/usr/bin/patroni", "etcd-server": "/usr/bin/etcd"}
-PACKAGES["pgbouncer"] = "/usr/sbin/pgbouncer"
-# Bounded waits, generous for a loaded 2-core machine.
-START_WITHIN = 120.0
-PROMOTE_WITHIN = 90.0
-STOP_WITHIN = 30.0
 # The services' side of a failover: a query to a hung primary is abandoned
 # after this long (UNAVAILABLE), and health is probed every second.
 SERVICE_FLAGS = ["--db-command-timeout", "5", "--health-probe-interval", "1"]
-
-
-def emit(value: dict[str, object]) -> None:
-    print(json.dumps(value), flush=True)
 
 
 def ensure_packages() -> None:
@@ -138,9 +128,9 @@ def up(root: Path, replicas: int) -> None:
         "--initial-cluster", f"ha=http://127.0.0.1:{peer}",
     ])  # fmt: skip
     first, second = layout.nodes
-    _start_patroni(layout, first.name)
+    faults.start_patroni(layout, first.name)
     wait_for("the first node bootstraps and leads", lambda: members.leader(layout), START_WITHIN)
-    _start_patroni(layout, second.name)
+    faults.start_patroni(layout, second.name)
     primary = wait_for("a synchronous standby", lambda: members.leader(layout), START_WITHIN)
     wait_for("a synchronous standby", lambda: members.sync_standby(layout), START_WITHIN)
     port = layout.node(primary).pg_port
@@ -177,90 +167,6 @@ def up(root: Path, replicas: int) -> None:
         "postgres": {node.name: f"127.0.0.1:{node.pg_port}" for node in layout.nodes},
         "etcd": f"127.0.0.1:{etcd}", "dir": str(root), "state": str(root / "state.json"),
     })  # fmt: skip
-
-
-def _start_patroni(layout: Layout, name: str) -> int:
-    config = layout.node(name).directory(layout.path) / "patroni.yml"
-    return processes.start(layout.path, f"patroni-{name}", [PACKAGES["patroni"], str(config)])
-
-
-def _patroni_pid(layout: Layout, name: str) -> int | None:
-    pid = processes.read_pid(layout.path / "pids" / f"patroni-{name}.pid")
-    return pid if pid is not None and processes.alive(pid) else None
-
-
-def _new_primary(layout: Layout, old: str, started: float) -> None:
-    new = wait_for(
-        "another node becomes the primary",
-        lambda: (lambda name: name if name and name != old else None)(members.leader(layout)),
-        PROMOTE_WITHIN,
-    )
-    wait_for(f"{new} accepts writes through PgBouncer", lambda: members.accepts_writes(layout),
-             PROMOTE_WITHIN)  # fmt: skip
-    # CLOCK_MONOTONIC is shared by every process of the machine: callers can
-    # line the fault up with their own timings.
-    emit({
-        "old": old, "new": new, "seconds": round(time.monotonic() - started, 3),
-        "injected_monotonic": round(started, 6),
-    })  # fmt: skip
-
-
-def _current(layout: Layout) -> tuple[str, str]:
-    """The primary and its synchronous standby, waiting (bounded) for a standby still rejoining."""
-
-    def both() -> tuple[str, str] | None:
-        primary, standby = members.leader(layout), members.sync_standby(layout)
-        return (primary, standby) if primary and standby else None
-
-    found: tuple[str, str] = wait_for("a primary with a synchronous standby", both, START_WITHIN)
-    return found
-
-
-def switchover(layout: Layout) -> None:
-    primary, standby = _current(layout)
-    started = time.monotonic()
-    members.switchover(layout, layout.node(primary), layout.node(standby))
-    _new_primary(layout, primary, started)
-
-
-def failover(layout: Layout, *, postgres_too: bool) -> None:
-    primary, _ = _current(layout)
-    node = layout.node(primary)
-    started = time.monotonic()
-    patroni = _patroni_pid(layout, primary)
-    if patroni is not None:
-        os.kill(patroni, signal.SIGKILL)
-    postmaster = processes.postmaster_pid(node.data_dir(layout.path))
-    if postgres_too and postmaster is not None:
-        processes.kill_tree(postmaster)
-    _new_primary(layout, primary, started)
-
-
-def rejoin(layout: Layout, name: str | None) -> None:
-    gone = [n.name for n in layout.nodes if _patroni_pid(layout, n.name) is None]
-    name = name or (gone[0] if gone else None)
-    if name is None or name not in gone:
-        sys.exit(f"cluster: no node without Patroni to rejoin (asked for {name})")
-    log = layout.path / "logs" / f"patroni-{name}.log"
-    offset = log.stat().st_size if log.exists() else 0
-    started = time.monotonic()
-    # Fence an orphaned PostgreSQL (its Patroni was killed) first, as Patroni's
-    # watchdog would have: a Patroni 3.0 that starts next to a running primary
-    # rewrites postgresql.conf without synchronous_standby_names and reloads it
-    # before it demotes, and in that moment commits still waiting for the old
-    # standby are released and acknowledged, then rewound away.
-    postmaster = processes.postmaster_pid(layout.node(name).data_dir(layout.path))
-    fenced = postmaster is not None
-    if postmaster is not None:
-        processes.wait_gone(processes.kill_tree(postmaster), STOP_WITHIN)
-    _start_patroni(layout, name)
-    wait_for(f"{name} is the synchronous standby again",
-             lambda: members.sync_standby(layout) == name, START_WITHIN)  # fmt: skip
-    with log.open("rb") as text:
-        text.seek(offset)
-        rewound = b"pg_rewind" in text.read()
-    seconds = round(time.monotonic() - started, 3)
-    emit({"node": name, "fenced": fenced, "rewound": rewound, "seconds": seconds})
 
 
 def _running(layout: Layout) -> list[int]:
@@ -311,13 +217,13 @@ def main() -> None:
             sys.exit(f"cluster: no cluster in {root}")
         layout = load(root)
         if args.command == "switchover":
-            switchover(layout)
+            faults.switchover(layout)
         elif args.command == "failover":
-            failover(layout, postgres_too=True)
+            faults.failover(layout, postgres_too=True)
         elif args.command == "kill-patroni":
-            failover(layout, postgres_too=False)
+            faults.failover(layout, postgres_too=False)
         elif args.command == "rejoin":
-            rejoin(layout, args.node)
+            faults.rejoin(layout, args.node)
         elif args.command == "status":
             emit({"members": list(members.members(layout).values()), "running": _running(layout)})
         else:

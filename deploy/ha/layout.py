@@ -18,13 +18,19 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Layout", "Node", "free_port", "load", "write_configs"]
+__all__ = ["PACKAGES", "PG_BIN", "Layout", "Node", "free_port", "load", "write_configs"]
 
 SCOPE = "users"
 NAMESPACE = "/users-ha/"
 DATABASE = "users"
 APP_USER = "users"
 PG_BIN = "/usr/lib/postgresql/15/bin"
+# Debian package -> the binary it installs.
+PACKAGES = {
+    "patroni": "/usr/bin/patroni",
+    "etcd-server": "/usr/bin/etcd",
+    "pgbouncer": "/usr/sbin/pgbouncer",
+}
 
 # Patroni's clock. A primary whose Patroni is gone keeps the leader key for
 # TTL seconds; loop_wait + 2 * retry_timeout must stay within it. Shorter
