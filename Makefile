@@ -15,7 +15,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 CERTS ?= certs
 
-.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak check bench bench-scale bench-curve bench-transfers bench-feed clean
+.PHONY: certs bench-authz auth-timing setup run proto proto-check proto-lint proto-breaking proto-baseline migrations migrations-check lint format typecheck test fuzz soak ha ha-soak ha-bench check bench bench-scale bench-curve bench-transfers bench-feed clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,7 @@ format:
 
 typecheck:
 	$(BIN)/mypy
+	$(BIN)/mypy --strict deploy/ha
 
 test: setup  ## Run every test; PostgreSQL cases need USERS_TEST_POSTGRES_URL.
 	$(BIN)/pytest
@@ -124,6 +125,21 @@ fuzz: setup  ## Hostile-input tests, about 10,000 requests from a random seed it
 
 soak: setup  ## Bank load while a private PostgreSQL is restarted and crashed (SOAK_SECONDS=120); fails on a lost write.
 	$(PY) -m tests.soak
+
+# Debian's engines for the highly available deployment (deploy/ha/README.md).
+HA_PACKAGES := patroni etcd-server pgbouncer python3-etcd
+
+ha: setup  ## Install Debian's patroni, etcd-server and pgbouncer for deploy/ha/cluster.py.
+	@[ -x /usr/bin/patroni ] && [ -x /usr/bin/etcd ] && [ -x /usr/sbin/pgbouncer ] || { \
+		echo 'ha: installing $(HA_PACKAGES)'; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(HA_PACKAGES) >/dev/null; }
+
+ha-soak: ha  ## Bank load on the HA cluster through switchover, failover and rejoins (HA_SOAK_SECONDS=20 per phase); fails on a lost write.
+	$(PY) -m tests.ha_soak
+
+ha-bench: ha  ## Bank throughput through 1 replica against 2 behind PgBouncer (HA_BENCH_SECONDS=10 per round).
+	$(PY) -m tests.ha_throughput
 
 check: setup lint typecheck proto-check proto-lint proto-breaking migrations-check test  ## What CI runs.
 

@@ -191,11 +191,20 @@ class UsersServer:
 
     async def _prepare(self, migrate: bool, *, wait: float) -> None:
         """Reach the database (for up to ``wait`` s), check its schema, build the servicer."""
-        await self.database.connect(create_schema=migrate, wait=wait)
-        if not migrate:
-            # Refuse to serve a schema this code does not expect.
-            await require_migrated(self.database)
-        tokens = PageTokens(await self.database.secret("page_token_key"))
+        key = b""
+
+        async def check_schema_and_read_key() -> None:
+            nonlocal key
+            if not migrate:
+                # Refuse to serve a schema this code does not expect.
+                await require_migrated(self.database)
+            key = await self.database.secret("page_token_key")
+
+        # Inside connect's retries: the database may go away between its probe and these.
+        await self.database.connect(
+            create_schema=migrate, wait=wait, then=check_schema_and_read_key
+        )
+        tokens = PageTokens(key)
         retention = timedelta(days=self.settings.deleted_retention_days)
         throttle = LoginThrottle(self._throttle_policy())
         accounts = Accounts(self.hasher, tokens, throttle, retention=retention)

@@ -27,7 +27,7 @@ from service.db.migrate import apply_migrations, apps_config
 from service.db.models import ServiceSecret
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["Database", "DatabaseUnreachable", "is_postgres", "redact", "with_pool_size"]
 
@@ -70,6 +70,46 @@ def _sqlite_path(url: str) -> Path | None:
         return None
     path = url[len("sqlite://") :].split("?", 1)[0]
     return None if path in {"", ":memory:"} else Path(path)
+
+
+class OneLineDriverErrors(logging.Filter):
+    """Turn a driver's traceback about a lost database into one line saying what happens next.
+
+    During an outage asyncpg's pool logs "Failed to restore the pool connection
+    floor; retrying" with a full traceback on every attempt, and asyncio logs
+    the tracebacks of driver futures nobody waited for ("Future exception was
+    never retrieved"), dozens a second across a fleet. A lost connection is an
+    expected condition, already reported by health and by UNAVAILABLE: keep
+    the record, drop the traceback. Any other exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and as_unavailable(error) is not None:
+            text = " ".join(str(error).split())
+            name = type(error).__name__
+            cause = f"{name}: {text}" if text else name
+            next_step = (
+                "the pool retries by itself"
+                if record.name.startswith("asyncpg")
+                else "a driver task nobody awaited; calls meanwhile get UNAVAILABLE"
+            )
+            record.msg = f"{record.getMessage()} ({cause}; {next_step})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE = OneLineDriverErrors()
+
+
+def _quiet_driver_tracebacks() -> None:
+    """Install the filter once on the loggers that log driver tracebacks (idempotent)."""
+    for name in ("asyncpg.pool", "asyncio"):
+        logger = logging.getLogger(name)
+        if _ONE_LINE not in logger.filters:
+            logger.addFilter(_ONE_LINE)
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -121,6 +161,8 @@ class Database:
         # SQL per (connection name, table) process-wide, so SQLite and
         # PostgreSQL databases in one process must not share a name.
         self.dialect = "postgres" if is_postgres(url) else "sqlite"
+        if self.dialect == "postgres":
+            _quiet_driver_tracebacks()
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
@@ -128,11 +170,20 @@ class Database:
         with self.context:
             yield
 
-    async def connect(self, *, create_schema: bool = True, wait: float = 0.0) -> None:
+    async def connect(
+        self,
+        *,
+        create_schema: bool = True,
+        wait: float = 0.0,
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Initialise Tortoise and check the database answers.
 
         ``create_schema`` applies pending migrations (``service.db.migrate``);
-        False leaves the schema untouched. ``wait`` is how many seconds to keep
+        False leaves the schema untouched. ``then`` runs last, as part of the
+        same attempt (a schema check, reading shared secrets): a database that
+        goes away after the first query is retried like one that never
+        answered, instead of failing start-up. ``wait`` is how many seconds to keep
         retrying, with capped exponential backoff, a database that cannot be
         reached (refused, down, starting up): 0 fails at once, ``inf`` never
         gives up. An error no retry can fix (a refused password) fails at once.
@@ -158,6 +209,8 @@ class Database:
                     reached = True
                     if create_schema:
                         await apply_migrations(self)
+                    if then is not None:
+                        await then()
                     return
                 except Exception as error:
                     lost = as_unavailable(error) is not None

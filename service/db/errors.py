@@ -18,12 +18,16 @@ from service.domain.errors import (
 __all__ = ["as_unavailable", "unique_violation"]
 
 # Errors that mean "the database cannot serve us right now", not "this call is
-# wrong": lost or refused connections (class 08), operator intervention such
-# as shutdown, crash recovery or a refused start-up (class 57), a database
-# that is gone, and asyncpg's own connection-state failures.
+# wrong": lost or refused connections (class 08, which is also what PgBouncer
+# answers when it cannot reach a server or waited too long for one), operator
+# intervention such as shutdown, crash recovery or a refused start-up (class
+# 57), a database that is gone, a write sent to a node that is (now) a
+# standby (25006: after a demotion, until the pooler follows the new
+# primary; nothing was written), and asyncpg's own connection-state failures.
 _DRIVER_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InvalidCatalogNameError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,

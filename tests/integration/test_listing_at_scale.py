@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import asyncpg
-import pytest
 from passlib import hash as schemes
 from users.v1 import user_service_pb2
 
@@ -14,6 +13,7 @@ from service.db import statistics, user_listing
 from service.db.user_listing import prefix_successor
 from service.domain.rules import identity_key
 from tests.helpers import create_user, insert_rows, list_all
+from tests.requirements import not_applicable
 
 # A cheap hash as another system would export it: the import skips hashing.
 IMPORTED_HASH = schemes.pbkdf2_sha256.using(rounds=1000).hash("legacy-password")
@@ -74,7 +74,7 @@ async def test_a_large_import_refreshes_the_planner_statistics(
     service, stub, backend, database_url, monkeypatch
 ):
     if backend == "sqlite":
-        pytest.skip("SQLite plans these queries by index shape; it keeps no statistics to refresh")
+        not_applicable("SQLite plans these queries by index shape; it keeps no statistics")
     monkeypatch.setattr(statistics, "ANALYZE_MIN_ROWS", 20)
 
     async def analyses() -> int:

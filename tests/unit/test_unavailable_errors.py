@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
+from tortoise.exceptions import (
+    DBConnectionError,
+    IntegrityError,
+    OperationalError,
+    TransactionManagementError,
+)
 
 from service.db.errors import as_unavailable
 from service.domain.errors import DatabaseUnavailable
@@ -84,3 +89,51 @@ def test_a_connection_the_server_dropped_under_an_idle_pool_is_unavailable():
 
 def test_a_timeout_talking_to_the_database_is_unavailable():
     assert isinstance(as_unavailable(TimeoutError()), DatabaseUnavailable)
+
+
+def as_tortoise_raises(error: BaseException) -> TransactionManagementError:
+    """How Tortoise 1.1 re-raises asyncpg's class-25 errors inside a transaction."""
+    try:
+        raise TransactionManagementError(error) from error
+    except TransactionManagementError as outer:
+        return outer
+
+
+# -- a primary that moved (Patroni switchover or failover behind PgBouncer) ----
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # A write that reached the demoted node before PgBouncer followed the new primary.
+        as_tortoise_raises(
+            E.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction")
+        ),
+        E.ReadOnlySQLTransactionError(
+            "cannot execute SELECT FOR UPDATE in a read-only transaction"
+        ),
+        # PgBouncer's own errors, all SQLSTATE 08P01, while no server answers.
+        E.ProtocolViolationError("server conn crashed?"),
+        E.ProtocolViolationError("pgbouncer cannot connect to server"),
+        E.ProtocolViolationError("query_wait_timeout"),
+        E.ProtocolViolationError("server login has been failing, try again later"),
+        # A fast shutdown of the old primary during a switchover.
+        as_tortoise_raises(E.AdminShutdownError("terminating connection due to administrator")),
+    ],
+    ids=lambda error: f"{type(error).__name__}:{str(error)[:24]}",
+)
+def test_a_primary_that_moved_is_unavailable(error):
+    assert isinstance(as_unavailable(error), DatabaseUnavailable)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # The same SQLSTATE class (25) but our own mistake, not the database's state.
+        as_tortoise_raises(E.InFailedSQLTransactionError("current transaction is aborted")),
+        E.ActiveSQLTransactionError("CREATE INDEX CONCURRENTLY cannot run inside a transaction"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_misused_transaction_is_not_unavailable(error):
+    assert as_unavailable(error) is None
