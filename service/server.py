@@ -18,7 +18,6 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
 from prometheus_client import start_http_server
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
@@ -180,7 +179,9 @@ class UsersServer:
         user_service_pb2_grpc.add_UserServiceServicer_to_server(front, target)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            ReflectionServicer(SERVED_SERVICES), target
+            # The public alias of the aio servicer; mypy does not see it re-exported.
+            reflection.aio.ReflectionServicer(SERVED_SERVICES),  # type: ignore[attr-defined]
+            target,
         )
         registry.verify(SERVED_SERVICES)
 

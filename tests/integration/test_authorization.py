@@ -6,6 +6,7 @@ that touches the database runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -331,3 +332,41 @@ async def test_the_access_log_names_the_caller(sqlite_authorized, pki, caplog):
         (f"{SVC}/GetUser", "NOT_FOUND", FRONTEND),
         (f"{SVC}/DeleteUser", "PERMISSION_DENIED", FRONTEND),
     ]
+
+
+# -- the README's grpcurl examples ------------------------------------------------
+
+
+async def run_grpcurl(running: RunningService, pki: Pki, stem: str, *args: str) -> tuple[int, str]:
+    from tests.integration.test_grpcurl import grpcurl_path
+
+    directory = pki.directory
+    command = [
+        grpcurl_path(), "-cacert", str(pki.ca_file),
+        "-cert", str(directory / f"{stem}.pem"), "-key", str(directory / f"{stem}-key.pem"),
+        *args[:-1], f"localhost:{running.server.port}", args[-1],
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_grpcurl_with_a_client_certificate_lists_and_calls_as_the_policy_says(
+    sqlite_authorized, pki
+):
+    status, output = await run_grpcurl(sqlite_authorized, pki, "admin", "list")
+    assert status == 0, output
+    assert "users.v1.UserService" in output.split()
+    status, output = await run_grpcurl(sqlite_authorized, pki, "frontend", "list")
+    assert status != 0
+    assert "PermissionDenied" in output or "permission denied" in output.lower(), output
+    delete = ("-d", '{"id": 1}', "users.v1.UserService/DeleteUser")
+    status, output = await run_grpcurl(sqlite_authorized, pki, "frontend", *delete)
+    assert status != 0
+    assert "PermissionDenied" in output, output
+    assert FRONTEND in output, output
+    status, output = await run_grpcurl(sqlite_authorized, pki, "admin", *delete)
+    assert "NotFound" in output, output  # allowed: the handler answered

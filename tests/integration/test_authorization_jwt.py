@@ -143,26 +143,31 @@ async def test_a_verified_rs256_or_es256_token_is_its_sub(jwt_service, pki):
 
 @pytest.mark.parametrize(
     ("credential", "why"),
+    # Made when the test runs, not at collection: a long suite would expire them all.
     [
         pytest.param(None, "verified caller", id="no-token"),
-        pytest.param(token(exp=int(time.time()) - 120), "has expired", id="expired"),
-        pytest.param(token(iss="https://evil.example"), "another issuer", id="wrong-iss"),
-        pytest.param(token(aud="billing.v1"), "not meant for this service", id="wrong-aud"),
-        pytest.param(token(exp=None), "no exp claim", id="no-exp"),
-        pytest.param(token(iss=None), "no iss claim", id="no-iss"),
-        pytest.param(token(aud=None), "no aud claim", id="no-aud"),
-        pytest.param(token(sub=None), "no sub claim", id="no-sub"),
-        pytest.param(token(sub=""), "empty sub", id="empty-sub"),
-        pytest.param(unsigned(), "RS256 or ES256", id="alg-none"),
-        pytest.param(hs256_with_public_key(), "RS256 or ES256", id="hs256-public-key"),
-        pytest.param(token(OTHER_RSA_KEY, kid="rsa-9"), "(kid) is not known", id="unknown-kid"),
-        pytest.param(token(OTHER_RSA_KEY), "does not verify", id="forged-signature"),
-        pytest.param(token(EC_KEY, "rsa-1", "ES256"), "does not match its key", id="alg-kid-swap"),
-        pytest.param("not.a.jwt", "not a JWT", id="garbage"),
+        pytest.param(lambda: token(exp=int(time.time()) - 120), "has expired", id="expired"),
+        pytest.param(lambda: token(iss="https://evil.example"), "another issuer", id="wrong-iss"),
+        pytest.param(lambda: token(aud="billing.v1"), "not meant for this service", id="wrong-aud"),
+        pytest.param(lambda: token(exp=None), "no exp claim", id="no-exp"),
+        pytest.param(lambda: token(iss=None), "no iss claim", id="no-iss"),
+        pytest.param(lambda: token(aud=None), "no aud claim", id="no-aud"),
+        pytest.param(lambda: token(sub=None), "no sub claim", id="no-sub"),
+        pytest.param(lambda: token(sub=""), "empty sub", id="empty-sub"),
+        pytest.param(unsigned, "RS256 or ES256", id="alg-none"),
+        pytest.param(hs256_with_public_key, "RS256 or ES256", id="hs256-public-key"),
+        pytest.param(
+            lambda: token(OTHER_RSA_KEY, kid="rsa-9"), "(kid) is not known", id="unknown-kid"
+        ),
+        pytest.param(lambda: token(OTHER_RSA_KEY), "does not verify", id="forged-signature"),
+        pytest.param(
+            lambda: token(EC_KEY, "rsa-1", "ES256"), "does not match its key", id="alg-kid-swap"
+        ),
+        pytest.param(lambda: "not.a.jwt", "not a JWT", id="garbage"),
     ],
 )
 async def test_every_bad_token_is_unauthenticated_and_says_why(jwt_service, pki, credential, why):
-    metadata = () if credential is None else bearer(credential)
+    metadata = () if credential is None else bearer(credential())
     got = await get_user(jwt_service, pki, metadata)
     assert (got.code, got.reason) == (UNAUTHENTICATED, "CALLER_UNAUTHENTICATED"), got
     assert why in got.message, got.message
