@@ -30,6 +30,7 @@ import nats.js.errors
 from users.v1 import events_pb2
 
 from service.api.feed_methods import event_to_proto
+from service.background import stop_task
 from service.db import events as events_db
 from service.db.feed_listener import dedicated_connection
 
@@ -76,11 +77,8 @@ class Relay:
         self._task = asyncio.create_task(self._run(), name="nats-relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -121,9 +119,7 @@ class Relay:
             try:
                 yield
             finally:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                await stop_task(watchdog)
         finally:
             # Closing the session releases the lock.
             with contextlib.suppress(Exception):

@@ -8,7 +8,6 @@ drains and closes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from service.api.observability import Metrics, silence_query_logs
 from service.api.registration import GuardedRegistry
 from service.api.servicer import UserServicer
 from service.api.tracing import Tracing
+from service.background import stop_task
 from service.db.database import Database, DatabaseUnreachable
 from service.db.errors import as_unavailable
 from service.db.migrate import require_migrated
@@ -337,24 +337,24 @@ class UsersServer:
         grace = self.settings.grace_period if grace is None else grace
         if self._ready is not None and not self._ready.done():
             # Still waiting for the database: give up, there is nothing to serve.
-            self._ready.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ready
+            await stop_task(self._ready)
         if self._probe is not None:
             # Stop probing first, or a probe could flip health back to SERVING.
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+            await stop_task(self._probe)
             self._probe = None
         await self.health.enter_graceful_shutdown()
-        # Watch streams never end on their own: end them first, or the grace
-        # period would be spent waiting for them.
-        await self.feed.stop()
         if self._server is not None:
-            await self._server.stop(grace)
+            # Refuse new calls at once; while in-flight ones finish, end the
+            # watch streams, which never end on their own (the grace period
+            # would be spent waiting for them).
+            draining = asyncio.create_task(self._server.stop(grace), name="drain")
+            await self.feed.stop()
+            await draining
             self._server = None
             if self.port:
                 log.info("stopped serving")
+        else:
+            await self.feed.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

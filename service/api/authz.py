@@ -11,7 +11,6 @@ orchestrators probe it without an identity of their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from service.api.identity import CallerIdentity
 from service.api.jwks import KeySet, KeySetError
 from service.api.policy_file import PolicyFile
 from service.api.tokens import BearerTokens
+from service.background import stop_task
 from service.domain.caller_errors import CallerNotAllowed, CallerUnauthenticated
 
 if TYPE_CHECKING:
@@ -57,10 +57,7 @@ class Authorizer:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks.clear()
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from service.background import stop_task
 from service.db.events import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
@@ -85,16 +86,9 @@ class CommitListener:
         self._task = asyncio.create_task(self._run(), name="feed-listener")
 
     async def close(self) -> None:
-        if self._notifier is not None:
-            self._notifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier
-            self._notifier = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._notifier)
+        await stop_task(self._task)
+        self._notifier = self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from service.background import stop_task
 from service.db import events as events_db
 from service.domain.errors import ServerShuttingDown
 
@@ -104,11 +105,8 @@ class FeedHub:
         """Stop reading and end every subscriber's wait with ServerShuttingDown."""
         self.closed = True
         self._advance()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         started = False
