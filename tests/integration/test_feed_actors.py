@@ -7,7 +7,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from users.v1 import events_pb2, user_service_pb2, user_service_pb2_grpc
 
@@ -28,7 +28,7 @@ async def test_each_event_names_the_principal_whose_call_wrote_it(database_url, 
     settings = pki.tls_settings(authz_policy=str(policy))
     async with running_service(database_url, **settings) as running:
 
-        def as_principal(stem: str) -> user_service_pb2_grpc.UserServiceStub:
+        def as_principal(stem: str) -> Any:
             channel = secure_channel(running.address, pki.credentials(pki.client(stem)))
             return user_service_pb2_grpc.UserServiceStub(channel)
 
