@@ -294,14 +294,18 @@ class UsersServer:
                 await self._probe
             self._probe = None
         await self.health.enter_graceful_shutdown()
-        # Watch streams never end on their own: end them first, or the grace
-        # period would be spent waiting for them.
-        await self.feed.stop()
         if self._server is not None:
+            # New calls are refused at once (stop() does that before it first
+            # waits); watch streams never end on their own, so the feed ends
+            # them meanwhile, or the grace period would be spent waiting for them.
+            ending_watches = asyncio.create_task(self.feed.stop())
             await self._server.stop(grace)
+            await ending_watches
             self._server = None
             if self.port:
                 log.info("stopped serving")
+        else:
+            await self.feed.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
