@@ -162,7 +162,8 @@ class EventRow(Model):
     type = fields.SmallIntField()
     user_id = fields.BigIntField()
     other_user_id = fields.BigIntField(null=True)
-    actor = fields.CharField(max_length=255, default="")
+    # A SPIFFE ID may be up to 2,048 bytes long; a JWT sub has no bound at all.
+    actor = fields.TextField(default="")
     resource = fields.TextField()
     create_time = fields.DatetimeField()
 

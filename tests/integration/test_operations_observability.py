@@ -19,7 +19,7 @@ import grpc.aio
 import pytest
 from google.protobuf import field_mask_pb2
 from prometheus_client.parser import text_string_to_metric_families
-from users.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
+from users.v1 import events_pb2, resources_pb2, user_service_pb2, user_service_pb2_grpc
 
 from service.db.models import UserRow
 from service.domain.passwords import default_context
@@ -323,12 +323,25 @@ async def test_no_log_record_of_any_rpc_carries_a_password_a_hash_or_a_signing_k
         )
         await ok("AuthenticateUser", login(username="hank", password=imported_password))
 
+        # The change feed carries users too (never a password or hash).
+        await ok("ListEvents", events_pb2.ListEventsRequest(page_size=1000))
+        bad_events = events_pb2.ListEventsRequest(after_sequence=-1)
+        assert await fails("ListEvents", bad_events) == INVALID_ARGUMENT
+        # A stream has no access-log line (the call wrapper guards unary calls).
+        streamed = ["WatchEvents"]
+        watch = stub.WatchEvents(events_pb2.WatchEventsRequest())
+        first_event = await watch.read()
+        assert isinstance(first_event, events_pb2.Event)
+        assert first_event.type == events_pb2.USER_CREATED
+        watch.cancel()
+
         entries = await logged_calls(caplog, len(calls))
         signing_key = await running.server.database.secret("page_token_key")
         hashes = set(await stored_hashes(running))
 
     every_rpc = set(user_service_pb2.DESCRIPTOR.services_by_name["UserService"].methods_by_name)
-    assert set(calls) == every_rpc, f"call these RPCs here too: {sorted(every_rpc - set(calls))}"
+    called = set(calls) | set(streamed)
+    assert called == every_rpc, f"call these RPCs here too: {sorted(every_rpc - called)}"
     assert [e["method"].rsplit("/", 1)[-1] for e in entries] == calls
     assert all(tokens)
     assert hashes

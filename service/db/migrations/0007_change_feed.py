@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
                 ("type", fields.SmallIntField()),
                 ("user_id", fields.BigIntField()),
                 ("other_user_id", fields.BigIntField(null=True)),
-                ("actor", fields.CharField(default="", max_length=255)),
+                ("actor", fields.TextField(default="", unique=False)),
                 ("resource", fields.TextField(unique=False)),
                 ("create_time", fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
