@@ -11,21 +11,21 @@ import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
-from users.v1 import user_service_pb2, user_service_pb2_grpc
 
-from service.api.authz import OPEN_SERVICES, Authorizer, open_authorizer
-from service.api.calls import CallGuard
+from service.api.assembly import (
+    SERVICE_NAME,
+    USER_SERVICE,
+    open_user_service_authorizer,
+    register_services,
+)
 from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
-from service.api.registration import GuardedRegistry
 from service.api.servicer import UserServicer
 from service.api.tracing import Tracing
 from service.background import stop_task
@@ -44,16 +44,13 @@ from service.feed_runtime import FeedRuntime
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from service.api.registration import Wrap
+    from service.api.authz import Authorizer
     from service.config import Settings
 
-__all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
+# USER_SERVICE and SERVICE_NAME stay importable from here.
+__all__ = ["SERVICE_NAME", "USER_SERVICE", "BindError", "UsersServer"]
 
 log = logging.getLogger("service.server")
-
-USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
-SERVICE_NAME: str = USER_SERVICE.full_name
-SERVED_SERVICES = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
 class BindError(RuntimeError):
@@ -156,34 +153,20 @@ class UsersServer:
             )
 
     async def _open_authorizer(self) -> Authorizer | None:
-        methods = {f"/{SERVICE_NAME}/{method.name}" for method in USER_SERVICE.methods}
-        self.authorizer = await open_authorizer(
-            self.settings, methods=methods, registry=self.metrics.registry
-        )
+        self.authorizer = await open_user_service_authorizer(self.settings, self.metrics)
         return self.authorizer
 
     def _register(self, server: grpc.aio.Server, authorizer: Authorizer | None) -> None:
-        """Add every service through the call guard; refuse to go on if a method escaped it."""
-        guard = CallGuard(
-            as_unavailable, self.metrics, log_calls=self.settings.access_log, authorizer=authorizer
+        register_services(
+            server,
+            servicer=self._servicer,
+            health_servicer=self.health,
+            classify=as_unavailable,
+            metrics=self.metrics,
+            log_calls=self.settings.access_log,
+            authorizer=authorizer,
+            tracing=self.tracing,
         )
-        wrap: Wrap = guard.wrap
-        if self.tracing is not None:
-            # Outside the guard, so that a span sees the status the guard sets.
-            wrap = self.tracing.around(guard.wrap)
-        registry = GuardedRegistry(server, wrap, open_services=OPEN_SERVICES)
-        # It has every method of the generated servicer, set on the instance.
-        front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
-        # The generated functions only call the two add_* methods the registry has.
-        target = cast("grpc.aio.Server", registry)
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(front, target)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            # The public alias of the aio servicer; mypy does not see it re-exported.
-            reflection.aio.ReflectionServicer(SERVED_SERVICES),  # type: ignore[attr-defined]
-            target,
-        )
-        registry.verify(SERVED_SERVICES)
 
     def reload_authorization(self) -> None:
         """SIGHUP: read the authorization policy (and a JWKS file) again; a bad one is kept out."""
