@@ -40,6 +40,7 @@ from service.domain.signups import Signups
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 from service.feed_runtime import FeedRuntime
+from service.health_probe import watch_database
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -207,7 +208,10 @@ class UsersServer:
 
     async def _serve(self) -> None:
         """The database is there: probe it from now on and report SERVING."""
-        self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
+        probe = watch_database(
+            self.database, self.health, self.metrics, interval=self.settings.health_probe_interval
+        )
+        self._probe = asyncio.create_task(probe, name="database-probe")
         self.feed.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
@@ -293,27 +297,6 @@ class UsersServer:
             raise BindError(f"cannot serve metrics on {host}:{wanted}: {error}") from None
         self.metrics_port = self._metrics_http.server_port
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-
-    async def _watch_database(self) -> None:
-        """Keep grpc.health.v1 in step with the database: NOT_SERVING while probes fail."""
-        interval = self.settings.health_probe_interval
-        healthy = True
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.wait_for(self.database.probe(), timeout=interval)
-                ok = True
-            except Exception as error:
-                ok = False
-                if healthy:
-                    log.error("database probe failed: %s", type(error).__name__)
-            self.metrics.database_up.set(int(ok))
-            self.metrics.sample_pool()
-            if ok != healthy:
-                healthy = ok
-                for name in ("", SERVICE_NAME):
-                    await self.health.set(name, SERVING if ok else NOT_SERVING)
-                log.warning("health is now %s", "SERVING" if ok else "NOT_SERVING")
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close."""
