@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from prometheus_client import start_http_server
 
 from service.api.assembly import (
     SERVICE_NAME,
@@ -41,6 +39,7 @@ from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 from service.feed_runtime import FeedRuntime
 from service.health_probe import watch_database
+from service.listening import BindError, bind, channel_options, serve_metrics
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -48,14 +47,10 @@ if TYPE_CHECKING:
     from service.api.authz import Authorizer
     from service.config import Settings
 
-# USER_SERVICE and SERVICE_NAME stay importable from here.
+# BindError, USER_SERVICE and SERVICE_NAME stay importable from here.
 __all__ = ["SERVICE_NAME", "USER_SERVICE", "BindError", "UsersServer"]
 
 log = logging.getLogger("service.server")
-
-
-class BindError(RuntimeError):
-    """The listen address could not be bound (taken, or not an address of this host)."""
 
 
 class UsersServer:
@@ -123,12 +118,12 @@ class UsersServer:
             waiting = True
 
         server = grpc.aio.server(
-            options=self._channel_options(),
+            options=channel_options(self.settings, reuse_port=self.reuse_port),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
         self._server = server
         self._register(server, await self._open_authorizer())
-        self.port = self._bind(server)
+        self.port = bind(server, self.settings)
         self._start_metrics()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
@@ -242,60 +237,12 @@ class UsersServer:
             max_delay=settings.auth_lockout_max,
         )
 
-    def _channel_options(self) -> list[tuple[str, Any]]:
-        settings = self.settings
-        options: list[tuple[str, Any]] = [
-            ("grpc.so_reuseport", int(self.reuse_port)),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            # Keepalive: ping idle clients every minute to find dead peers, and
-            # refuse clients that ping more often than every 10 s (GOAWAY).
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.http2.max_ping_strikes", 2),
-        ]
-        if settings.max_connection_age:
-            age_ms = int(settings.max_connection_age * 1000)
-            options += [
-                ("grpc.max_connection_age_ms", age_ms),
-                ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
-            ]
-        return options
-
-    def _bind(self, server: grpc.aio.Server) -> int:
-        listen = self.settings.listen
-        try:
-            if self.settings.tls:
-                port = server.add_secure_port(listen, self._credentials())
-            else:
-                port = server.add_insecure_port(listen)
-        except RuntimeError as error:
-            raise BindError(f"cannot listen on {listen}: {error}") from None
-        if port == 0:
-            raise BindError(f"cannot listen on {listen}: address unavailable or in use")
-        return port
-
-    def _credentials(self) -> grpc.ServerCredentials:
-        settings = self.settings
-        key = Path(settings.tls_key).read_bytes()
-        chain = Path(settings.tls_cert).read_bytes()
-        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-        return grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-        )
-
     def _start_metrics(self) -> None:
-        if not self.settings.metrics_listen:
+        self._metrics_http = serve_metrics(self.settings, self.metrics.registry, worker=self.worker)
+        if self._metrics_http is None:
             return
-        host, _, port = self.settings.metrics_listen.rpartition(":")
-        wanted = int(port) + self.worker if int(port) else 0
-        try:
-            self._metrics_http, _ = start_http_server(wanted, host, registry=self.metrics.registry)
-        except OSError as error:
-            raise BindError(f"cannot serve metrics on {host}:{wanted}: {error}") from None
         self.metrics_port = self._metrics_http.server_port
+        host = self.settings.metrics_listen.rpartition(":")[0]
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def stop(self, grace: float | None = None) -> None:
