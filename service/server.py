@@ -10,22 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from prometheus_client import start_http_server
-from users.v1 import user_service_pb2, user_service_pb2_grpc
 
-from service.api.authz import OPEN_SERVICES, Authorizer, open_authorizer
-from service.api.calls import CallGuard
+from service.api.assembly import (
+    SERVICE_NAME,
+    USER_SERVICE,
+    open_user_service_authorizer,
+    register_services,
+)
 from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
-from service.api.registration import GuardedRegistry
 from service.api.servicer import UserServicer
 from service.api.tracing import Tracing
 from service.background import stop_task
@@ -40,24 +38,19 @@ from service.domain.signups import Signups
 from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 from service.feed_runtime import FeedRuntime
+from service.health_probe import watch_database
+from service.listening import BindError, bind, channel_options, serve_metrics
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from service.api.registration import Wrap
+    from service.api.authz import Authorizer
     from service.config import Settings
 
-__all__ = ["SERVICE_NAME", "BindError", "UsersServer"]
+# BindError, USER_SERVICE and SERVICE_NAME stay importable from here.
+__all__ = ["SERVICE_NAME", "USER_SERVICE", "BindError", "UsersServer"]
 
 log = logging.getLogger("service.server")
-
-USER_SERVICE = user_service_pb2.DESCRIPTOR.services_by_name["UserService"]
-SERVICE_NAME: str = USER_SERVICE.full_name
-SERVED_SERVICES = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-
-
-class BindError(RuntimeError):
-    """The listen address could not be bound (taken, or not an address of this host)."""
 
 
 class UsersServer:
@@ -125,12 +118,12 @@ class UsersServer:
             waiting = True
 
         server = grpc.aio.server(
-            options=self._channel_options(),
+            options=channel_options(self.settings, reuse_port=self.reuse_port),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
         )
         self._server = server
         self._register(server, await self._open_authorizer())
-        self.port = self._bind(server)
+        self.port = bind(server, self.settings)
         self._start_metrics()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
@@ -156,34 +149,20 @@ class UsersServer:
             )
 
     async def _open_authorizer(self) -> Authorizer | None:
-        methods = {f"/{SERVICE_NAME}/{method.name}" for method in USER_SERVICE.methods}
-        self.authorizer = await open_authorizer(
-            self.settings, methods=methods, registry=self.metrics.registry
-        )
+        self.authorizer = await open_user_service_authorizer(self.settings, self.metrics)
         return self.authorizer
 
     def _register(self, server: grpc.aio.Server, authorizer: Authorizer | None) -> None:
-        """Add every service through the call guard; refuse to go on if a method escaped it."""
-        guard = CallGuard(
-            as_unavailable, self.metrics, log_calls=self.settings.access_log, authorizer=authorizer
+        register_services(
+            server,
+            servicer=self._servicer,
+            health_servicer=self.health,
+            classify=as_unavailable,
+            metrics=self.metrics,
+            log_calls=self.settings.access_log,
+            authorizer=authorizer,
+            tracing=self.tracing,
         )
-        wrap: Wrap = guard.wrap
-        if self.tracing is not None:
-            # Outside the guard, so that a span sees the status the guard sets.
-            wrap = self.tracing.around(guard.wrap)
-        registry = GuardedRegistry(server, wrap, open_services=OPEN_SERVICES)
-        # It has every method of the generated servicer, set on the instance.
-        front = cast("user_service_pb2_grpc.UserServiceServicer", self._servicer)
-        # The generated functions only call the two add_* methods the registry has.
-        target = cast("grpc.aio.Server", registry)
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(front, target)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, target)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            # The public alias of the aio servicer; mypy does not see it re-exported.
-            reflection.aio.ReflectionServicer(SERVED_SERVICES),  # type: ignore[attr-defined]
-            target,
-        )
-        registry.verify(SERVED_SERVICES)
 
     def reload_authorization(self) -> None:
         """SIGHUP: read the authorization policy (and a JWKS file) again; a bad one is kept out."""
@@ -224,7 +203,10 @@ class UsersServer:
 
     async def _serve(self) -> None:
         """The database is there: probe it from now on and report SERVING."""
-        self._probe = asyncio.create_task(self._watch_database(), name="database-probe")
+        probe = watch_database(
+            self.database, self.health, self.metrics, interval=self.settings.health_probe_interval
+        )
+        self._probe = asyncio.create_task(probe, name="database-probe")
         self.feed.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, SERVING)
@@ -255,82 +237,13 @@ class UsersServer:
             max_delay=settings.auth_lockout_max,
         )
 
-    def _channel_options(self) -> list[tuple[str, Any]]:
-        settings = self.settings
-        options: list[tuple[str, Any]] = [
-            ("grpc.so_reuseport", int(self.reuse_port)),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            # Keepalive: ping idle clients every minute to find dead peers, and
-            # refuse clients that ping more often than every 10 s (GOAWAY).
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.http2.max_ping_strikes", 2),
-        ]
-        if settings.max_connection_age:
-            age_ms = int(settings.max_connection_age * 1000)
-            options += [
-                ("grpc.max_connection_age_ms", age_ms),
-                ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
-            ]
-        return options
-
-    def _bind(self, server: grpc.aio.Server) -> int:
-        listen = self.settings.listen
-        try:
-            if self.settings.tls:
-                port = server.add_secure_port(listen, self._credentials())
-            else:
-                port = server.add_insecure_port(listen)
-        except RuntimeError as error:
-            raise BindError(f"cannot listen on {listen}: {error}") from None
-        if port == 0:
-            raise BindError(f"cannot listen on {listen}: address unavailable or in use")
-        return port
-
-    def _credentials(self) -> grpc.ServerCredentials:
-        settings = self.settings
-        key = Path(settings.tls_key).read_bytes()
-        chain = Path(settings.tls_cert).read_bytes()
-        client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-        return grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-        )
-
     def _start_metrics(self) -> None:
-        if not self.settings.metrics_listen:
+        self._metrics_http = serve_metrics(self.settings, self.metrics.registry, worker=self.worker)
+        if self._metrics_http is None:
             return
-        host, _, port = self.settings.metrics_listen.rpartition(":")
-        wanted = int(port) + self.worker if int(port) else 0
-        try:
-            self._metrics_http, _ = start_http_server(wanted, host, registry=self.metrics.registry)
-        except OSError as error:
-            raise BindError(f"cannot serve metrics on {host}:{wanted}: {error}") from None
         self.metrics_port = self._metrics_http.server_port
+        host = self.settings.metrics_listen.rpartition(":")[0]
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-
-    async def _watch_database(self) -> None:
-        """Keep grpc.health.v1 in step with the database: NOT_SERVING while probes fail."""
-        interval = self.settings.health_probe_interval
-        healthy = True
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.wait_for(self.database.probe(), timeout=interval)
-                ok = True
-            except Exception as error:
-                ok = False
-                if healthy:
-                    log.error("database probe failed: %s", type(error).__name__)
-            self.metrics.database_up.set(int(ok))
-            self.metrics.sample_pool()
-            if ok != healthy:
-                healthy = ok
-                for name in ("", SERVICE_NAME):
-                    await self.health.set(name, SERVING if ok else NOT_SERVING)
-                log.warning("health is now %s", "SERVING" if ok else "NOT_SERVING")
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, then close."""
