@@ -14,8 +14,9 @@ Patroni is gone: it rewinds (pg_rewind) and follows the new primary, and the
 command returns once that node is the synchronous standby again. ``down``
 stops everything it started. Every wait is bounded.
 
-Run it with the project's virtual environment (``make setup``), as root or
-as a user who may run the ``postgres`` account's daemons; see README.md.
+Any python3 runs it; the replicas run on the project's virtual environment
+(``make setup``) when there is one, else on this interpreter. Run it as root
+or as a user who may run the ``postgres`` account's daemons; see README.md.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ REPOSITORY = HERE.parent.parent
 # The services' side of a failover: a query to a hung primary is abandoned
 # after this long (UNAVAILABLE), and health is probed every second.
 SERVICE_FLAGS = ["--db-command-timeout", "5", "--health-probe-interval", "1"]
+
+
+def _service_python() -> str:
+    """The interpreter of the replicas: the project's .venv (``make setup``) if there is one."""
+    venv = REPOSITORY / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
 
 
 def ensure_packages() -> None:
@@ -143,7 +150,7 @@ def up(root: Path, replicas: int) -> None:
     wait_for("PgBouncer reaches the primary", lambda: members.accepts_writes(layout), START_WITHIN)
     service_env = {k: v for k, v in os.environ.items() if not k.startswith("USERS_")}
     migrate = subprocess.run(
-        [sys.executable, "-m", "service", "migrate", "--database-url", layout.app_url()],
+        [_service_python(), "-m", "service", "migrate", "--database-url", layout.app_url()],
         cwd=REPOSITORY, env=service_env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if migrate.returncode != 0:
@@ -152,7 +159,7 @@ def up(root: Path, replicas: int) -> None:
     for index, grpc_port in enumerate(layout.grpc_ports):
         address = f"127.0.0.1:{grpc_port}"
         processes.start(root, f"service-{index}", [
-            sys.executable, "-m", "service", "--listen", address,
+            _service_python(), "-m", "service", "--listen", address,
             "--database-url", layout.app_url(), "--migrate-on-start", "false",
             "--access-log", "false", *SERVICE_FLAGS,
         ], as_owner=False, env=service_env, cwd=REPOSITORY)  # fmt: skip
