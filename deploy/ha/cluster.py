@@ -14,8 +14,8 @@ Patroni is gone: it rewinds (pg_rewind) and follows the new primary, and the
 command returns once that node is the synchronous standby again. ``down``
 stops everything it started. Every wait is bounded.
 
-Any python3 runs it; the replicas run on the project's virtual environment
-(``make setup``) when there is one, else on this interpreter. Run it as root
+Any python3 runs it: without the service's dependencies it runs itself again
+on the project's virtual environment (``make setup``). Run it as root
 or as a user who may run the ``postgres`` account's daemons; see README.md.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import os
 import pwd
 import shutil
@@ -47,10 +48,15 @@ REPOSITORY = HERE.parent.parent
 SERVICE_FLAGS = ["--db-command-timeout", "5", "--health-probe-interval", "1"]
 
 
-def _service_python() -> str:
-    """The interpreter of the replicas: the project's .venv (``make setup``) if there is one."""
+def _on_project_python() -> None:
+    """Run again on the project's .venv (``make setup``) when this python lacks the service's deps.
+
+    The replicas run on ``sys.executable`` and the readiness check speaks gRPC,
+    so ``python deploy/ha/cluster.py`` works with any python3 once .venv exists.
+    """
     venv = REPOSITORY / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
+    if importlib.util.find_spec("grpc") is None and venv.exists():
+        os.execv(venv, [str(venv), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 def ensure_packages() -> None:
@@ -150,7 +156,7 @@ def up(root: Path, replicas: int) -> None:
     wait_for("PgBouncer reaches the primary", lambda: members.accepts_writes(layout), START_WITHIN)
     service_env = {k: v for k, v in os.environ.items() if not k.startswith("USERS_")}
     migrate = subprocess.run(
-        [_service_python(), "-m", "service", "migrate", "--database-url", layout.app_url()],
+        [sys.executable, "-m", "service", "migrate", "--database-url", layout.app_url()],
         cwd=REPOSITORY, env=service_env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     if migrate.returncode != 0:
@@ -159,7 +165,7 @@ def up(root: Path, replicas: int) -> None:
     for index, grpc_port in enumerate(layout.grpc_ports):
         address = f"127.0.0.1:{grpc_port}"
         processes.start(root, f"service-{index}", [
-            _service_python(), "-m", "service", "--listen", address,
+            sys.executable, "-m", "service", "--listen", address,
             "--database-url", layout.app_url(), "--migrate-on-start", "false",
             "--access-log", "false", *SERVICE_FLAGS,
         ], as_owner=False, env=service_env, cwd=REPOSITORY)  # fmt: skip
@@ -207,6 +213,7 @@ def down(root: Path) -> None:
 
 
 def main() -> None:
+    _on_project_python()
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("command", choices=[
         "up", "switchover", "failover", "kill-patroni", "rejoin", "status", "down",
