@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -74,6 +75,9 @@ class Settings:
     events_nats_url: str = ""
     events_nats_stream: str = "USERS_EVENTS"
     events_nats_subject: str = "users.v1.events"
+    # PostgreSQL straight to the primary for the feed's session-bound
+    # connections (LISTEN, the relay's lock), when --database-url is a pooler.
+    events_direct_url: str = ""
 
     def __post_init__(self) -> None:
         _check_address(self.listen, "listen")
@@ -116,6 +120,7 @@ class Settings:
         )
         _check_authz(self)
         _check_events(self)
+        _check_events_direct(self.events_direct_url, self.database_url)
 
     @property
     def tls(self) -> bool:
@@ -216,6 +221,45 @@ def _check_events(settings: Settings) -> None:
     )
 
 
+# What asyncpg accepts as target_session_attrs.
+_SESSION_ATTRS = {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+
+
+def _check_events_direct(url: str, database_url: str) -> None:
+    """A PostgreSQL URL, on a PostgreSQL database; several hosts must name how to find the primary.
+
+    Refused on SQLite rather than ignored: there is no connection to divert,
+    so the setting can only be a mistake (a database URL set elsewhere).
+    """
+    if not url:
+        return
+    name = "events_direct_url"
+    parts = urlsplit(url)
+    _check(
+        parts.scheme in {"postgres", "postgresql"} and bool(parts.netloc.rpartition("@")[2]),
+        name,
+        "expected postgresql://USER:PASS@HOST:PORT[,HOST:PORT...]/DB",
+    )
+    _check(
+        not database_url.startswith("sqlite"),
+        name,
+        "only for a PostgreSQL --database-url (SQLite has no connections to divert)",
+    )
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    _check(all(hosts), name, "an empty host in the host list")
+    attrs = parse_qs(parts.query).get("target_session_attrs", [""])[-1]
+    _check(
+        not attrs or attrs in _SESSION_ATTRS,
+        name,
+        f"target_session_attrs must be one of {', '.join(sorted(_SESSION_ATTRS))}",
+    )
+    _check(
+        len(hosts) == 1 or attrs in {"read-write", "primary"},
+        name,
+        "several hosts need ?target_session_attrs=read-write to find the primary",
+    )
+
+
 _HELP = {
     "listen": "address to serve gRPC on",
     "database_url": "sqlite://PATH (created on first start) or postgres://USER:PASS@HOST:PORT/DB",
@@ -257,6 +301,11 @@ _HELP = {
     "events_nats_url": "nats://HOST:PORT: relay the change feed to NATS JetStream (off when empty)",
     "events_nats_stream": "JetStream stream of the relay, created if missing",
     "events_nats_subject": "subject prefix of the relay; each event goes to PREFIX.EVENT_TYPE",
+    "events_direct_url": (
+        "postgresql://USER:PASS@H1:P1[,H2:P2...]/DB?target_session_attrs=read-write: the"
+        " primary itself, for the feed's LISTEN and the relay's lock, which a transaction"
+        " pooler (PgBouncer) breaks; query passed to asyncpg (default: --database-url)"
+    ),
 }
 
 

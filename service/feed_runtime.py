@@ -2,7 +2,8 @@
 
 One feed hub (the process's only reader of the feed), its wake-up sources
 (this process's own appends; on PostgreSQL also LISTEN on a dedicated
-connection for the other processes' commits, and a NOTIFY to them for ours),
+connection for the other processes' commits, and a NOTIFY to them for ours;
+that connection goes to ``--events-direct-url`` when set, past any pooler),
 and the NATS relay when ``--events-nats-url`` is set.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from service.db.events import on_local_append
-from service.db.feed_listener import CommitListener
+from service.db.feed_listener import CommitListener, session_dsn
 from service.domain.feed import Feed
 from service.domain.feed_hub import FeedHub
 
@@ -47,7 +48,8 @@ class FeedRuntime:
         hub.start()
         self._unhook = on_local_append(hub.wake)
         if self._database.dialect == "postgres":
-            self._listener = CommitListener(self._settings.database_url, hub.wake)
+            dsn = session_dsn(self._settings.database_url, self._settings.events_direct_url)
+            self._listener = CommitListener(dsn, hub.wake)
             hub.on_local_commit = self._listener.notify
             self._listener.start()
         if self._settings.events_nats_url:

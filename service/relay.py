@@ -2,7 +2,8 @@
 
 Exactly one relay publishes at a time across every worker and replica: the
 one that holds the relay's lock (a session-level PostgreSQL advisory lock on
-a dedicated connection; on SQLite an exclusive lock on a file beside the
+a dedicated connection, to ``--events-direct-url`` when set: through a
+transaction pooler such a lock holds nothing; on SQLite an exclusive lock on a file beside the
 database). The others wait and take over when it goes away.
 
 The holder publishes the feed in sequence order, one event at a time, each
@@ -32,7 +33,7 @@ from users.v1 import events_pb2
 from service.api.feed_methods import event_to_proto
 from service.background import stop_task
 from service.db import events as events_db
-from service.db.feed_listener import dedicated_connection
+from service.db.feed_listener import dedicated_connection, session_dsn
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -107,7 +108,9 @@ class Relay:
         key = int.from_bytes(
             hashlib.sha256(self._checkpoint.encode()).digest()[:8], "big", signed=True
         )
-        connection = await dedicated_connection(self._settings.database_url)
+        settings = self._settings
+        dsn = session_dsn(settings.database_url, settings.events_direct_url)
+        connection = await dedicated_connection(dsn)
         try:
             while True:
                 if await connection.fetchval("SELECT pg_try_advisory_lock($1)", key):
@@ -127,12 +130,19 @@ class Relay:
 
     @staticmethod
     async def _watch_lock(connection: Any, body: asyncio.Task[Any]) -> None:
-        """The lock lives as long as its session: stop relaying when the session is gone."""
+        """The lock lives as long as its session: stop relaying when the session is gone.
+
+        Also when its server is no longer the primary: the other processes
+        look for the lock on the new one, where nobody holds it.
+        """
         while True:
             await asyncio.sleep(LOCK_CHECK_SECONDS)
             try:
-                await asyncio.wait_for(connection.fetchval("SELECT 1"), LOCK_CHECK_SECONDS)
+                query = connection.fetchval("SELECT pg_catalog.pg_is_in_recovery()")
+                standby = await asyncio.wait_for(query, LOCK_CHECK_SECONDS)
             except Exception:
+                standby = None
+            if standby is not False:
                 log.warning("lost the NATS relay's lock; another process may take over")
                 body.cancel()
                 return

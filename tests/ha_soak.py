@@ -34,6 +34,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from tests.bank_load import OK, Audit, BankLoad, Call, audit
 from tests.ha_cluster import HaCluster, HaUnavailable, ha_cluster
 from tests.ops_helpers import health_status
@@ -66,6 +68,9 @@ class Outcome:
     tracebacks: list[str]
     replicas_alive: list[bool]
     seconds: float
+    # Feed listeners (LISTEN over --events-direct-url) on the final primary, one per replica.
+    listeners_on_primary: int
+    replicas: int
 
     @property
     def failed(self) -> bool:
@@ -77,6 +82,7 @@ class Outcome:
             or self.bad
             or self.tracebacks
             or not all(self.replicas_alive)
+            or self.listeners_on_primary != self.replicas
             or any(f.first_ok is None for f in self.faults)
         )
 
@@ -136,8 +142,38 @@ async def run_soak(phase: float, clients: int, replicas: int) -> Outcome:
         alive = [await health_status(a) is not None for a in cluster.addresses]
         alive = [a and _running(pid) for a, pid in zip(alive, pids, strict=True)]
         tracebacks = _tracebacks(cluster)
+        listeners = await _listeners_on(url, replicas)
     bad = [line for load in loads for line in load.bad]
-    return Outcome(faults, calls, bad, before, after, retried, tracebacks, alive, ended - started)
+    return Outcome(
+        faults, calls, bad, before, after, retried, tracebacks, alive, ended - started,
+        listeners, replicas,
+    )  # fmt: skip
+
+
+# deploy/ha/layout.py names the services' direct connections so.
+EVENTS_APPLICATION_NAME = "users-events"
+
+
+async def _listeners_on(url: str, expected: int, within: float = 20.0) -> int:
+    """How many feed listeners the primary has, once ``expected`` are there or time is up.
+
+    Each replica's listener lost its node when that node was demoted or
+    fenced, and must have found the primary again among both nodes.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        connection = await asyncpg.connect(url)
+        try:
+            found = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND query ~ '^(LISTEN|NOTIFY) '",
+                EVENTS_APPLICATION_NAME,
+            )
+        finally:
+            await connection.close()
+        if found == expected or time.monotonic() > deadline:
+            return int(found)
+        await asyncio.sleep(0.5)
 
 
 def _running(pid: int) -> bool:
@@ -195,6 +231,9 @@ def report(outcome: Outcome) -> int:
     print(f"malformed or unexpected failures: {len(outcome.bad)}")
     print(f"tracebacks in the replicas' logs: {len(outcome.tracebacks)}")
     print(f"replicas still running, never restarted: {outcome.replicas_alive}")
+    print(
+        f"feed listeners on the final primary: {outcome.listeners_on_primary} of {outcome.replicas}"
+    )
     for line in (lost + violations + outcome.bad + outcome.tracebacks)[:20]:
         print("  " + line)
     print("ha-soak: FAILED" if outcome.failed else "ha-soak: passed")

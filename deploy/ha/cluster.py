@@ -167,6 +167,7 @@ def up(root: Path, replicas: int) -> None:
         processes.start(root, f"service-{index}", [
             sys.executable, "-m", "service", "--listen", address,
             "--database-url", layout.app_url(), "--migrate-on-start", "false",
+            "--events-direct-url", layout.events_direct_url(),
             "--access-log", "false", *SERVICE_FLAGS,
         ], as_owner=False, env=service_env, cwd=REPOSITORY)  # fmt: skip
         grpc.append(address)

@@ -18,12 +18,23 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["PACKAGES", "PG_BIN", "Layout", "Node", "free_port", "load", "write_configs"]
+__all__ = [
+    "EVENTS_APPLICATION_NAME",
+    "PACKAGES",
+    "PG_BIN",
+    "Layout",
+    "Node",
+    "free_port",
+    "load",
+    "write_configs",
+]
 
 SCOPE = "users"
 NAMESPACE = "/users-ha/"
 DATABASE = "users"
 APP_USER = "users"
+# How the services' direct connections (feed LISTEN, relay lock) show in pg_stat_activity.
+EVENTS_APPLICATION_NAME = "users-events"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 # Debian package -> the binary it installs.
 PACKAGES = {
@@ -112,6 +123,20 @@ class Layout:
         return (
             f"postgres://{APP_USER}:{self.passwords['app']}@127.0.0.1:{self.bouncer_port}"
             f"/{DATABASE}?statement_cache_size=0"
+        )
+
+    def events_direct_url(self) -> str:
+        """The services' ``--events-direct-url``: both nodes, whichever is the primary.
+
+        The feed's LISTEN and the relay's advisory lock are session state, which
+        PgBouncer's transaction mode does not keep: they go to PostgreSQL
+        itself. asyncpg tries the nodes in turn on every (re)connect and takes
+        the one that accepts writes, so they follow a failover without routing.
+        """
+        nodes = ",".join(f"127.0.0.1:{node.pg_port}" for node in self.nodes)
+        return (
+            f"postgresql://{APP_USER}:{self.passwords['app']}@{nodes}/{DATABASE}"
+            f"?target_session_attrs=read-write&application_name={EVENTS_APPLICATION_NAME}"
         )
 
     def direct_url(self, node: Node, database: str = DATABASE) -> str:

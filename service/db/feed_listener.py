@@ -25,20 +25,51 @@ from service.db.events import NOTIFY_CHANNEL
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["CommitListener", "dedicated_connection"]
+__all__ = ["CommitListener", "dedicated_connection", "host_dsns", "session_dsn"]
 
 log = logging.getLogger("service.feed")
 
 
-async def dedicated_connection(url: str, connect_timeout: float = 10.0) -> asyncpg.Connection[Any]:
-    """A connection outside the pool, to the database of ``url``.
+def session_dsn(database_url: str, direct_url: str = "") -> str:
+    """The asyncpg DSN of the feed's session-bound connections.
 
-    The URL's query (pool sizes and other Tortoise or asyncpg pool options)
-    is left out: asyncpg would send unknown keys to the server as settings.
+    ``direct_url`` (``--events-direct-url``) is an asyncpg DSN already and
+    goes as it is, query included (``target_session_attrs``). The database
+    URL's query holds pool sizes and other Tortoise or asyncpg pool options,
+    which asyncpg would send to the server as settings: it is left out.
     """
-    parts = urlsplit(url)
-    dsn = urlunsplit(parts._replace(scheme="postgresql", query=""))
-    return await asyncpg.connect(dsn, timeout=connect_timeout)
+    if direct_url:
+        return urlunsplit(urlsplit(direct_url)._replace(scheme="postgresql"))
+    return urlunsplit(urlsplit(database_url)._replace(scheme="postgresql", query=""))
+
+
+def host_dsns(dsn: str) -> list[str]:
+    """One DSN per host of a multi-host DSN, in order, each keeping the rest of it.
+
+    asyncpg tries a multi-host DSN's hosts in turn, but under one timeout for
+    all: a first host that drops packets would use it up on every attempt and
+    the next host, the primary perhaps, would never be tried.
+    """
+    parts = urlsplit(dsn)
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    return [urlunsplit(parts._replace(netloc=credentials + at + host)) for host in hosts.split(",")]
+
+
+async def dedicated_connection(dsn: str, connect_timeout: float = 10.0) -> asyncpg.Connection[Any]:
+    """A connection outside the pool, to the first host of ``dsn`` that fits it.
+
+    Each call looks again, host by host: after a failover the
+    ``target_session_attrs=read-write`` of a direct URL finds the new primary
+    and passes over the demoted one.
+    """
+    last_error: Exception | None = None
+    for host_dsn in host_dsns(dsn):
+        try:
+            return await asyncpg.connect(host_dsn, timeout=connect_timeout)
+        except Exception as error:  # refused, timed out, not a primary: the next host
+            last_error = error
+    assert last_error is not None
+    raise last_error
 
 
 def _resolver(future: asyncio.Future[None]) -> Callable[[object], None]:
@@ -57,8 +88,8 @@ class CommitListener:
     inside the write transaction, whose commit it would serialise.
     """
 
-    def __init__(self, url: str, wake: Callable[[], None], *, retry: float = 1.0) -> None:
-        self._url = url
+    def __init__(self, dsn: str, wake: Callable[[], None], *, retry: float = 1.0) -> None:
+        self._dsn = dsn
         self._wake = wake
         self._retry = retry
         self._task: asyncio.Task[None] | None = None
@@ -94,7 +125,7 @@ class CommitListener:
         while True:
             connection = None
             try:
-                connection = await dedicated_connection(self._url)
+                connection = await dedicated_connection(self._dsn)
                 lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 connection.add_termination_listener(_resolver(lost))
                 await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake())

@@ -55,6 +55,8 @@ async def test_a_moving_primary_loses_no_acknowledged_write_and_replicas_recover
     # The same replica processes served throughout, and logged no traceback.
     assert all(outcome.replicas_alive), outcome.replicas_alive
     assert outcome.tracebacks == [], outcome.tracebacks[:5]
+    # Each replica's feed listener found the new primary by itself (--events-direct-url).
+    assert outcome.listeners_on_primary == 2
 
 
 async def test_a_commit_held_by_synchronous_replication_is_unavailable_and_its_retry_settles_it():

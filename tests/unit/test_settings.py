@@ -57,6 +57,8 @@ VALUES: dict[str, tuple[str, str, Any, Any]] = {
 TLS_FIELDS = {"tls_cert", "tls_key", "tls_client_ca"}
 # They go together and name files: tests/unit/test_authz_settings.py covers them.
 AUTHZ_FIELDS = {"authz_policy", "authz_jwks", "authz_jwt_issuer", "authz_jwt_audience"}
+# It needs a PostgreSQL database URL: tests/unit/test_events_direct.py covers it.
+DIRECT_FIELDS = {"events_direct_url"}
 DEFAULTS = Settings()
 
 
@@ -69,7 +71,9 @@ def flag_name(field: str) -> str:
 
 
 def test_every_setting_is_covered_by_these_tests():
-    assert set(VALUES) | TLS_FIELDS | AUTHZ_FIELDS == {f.name for f in dataclasses.fields(Settings)}
+    assert set(VALUES) | TLS_FIELDS | AUTHZ_FIELDS | DIRECT_FIELDS == {
+        f.name for f in dataclasses.fields(Settings)
+    }
 
 
 def test_with_neither_flags_nor_environment_every_setting_has_its_default():
