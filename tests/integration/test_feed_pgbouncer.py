@@ -28,7 +28,7 @@ from service.testing import running_service
 from tests.helpers import create_user
 from tests.integration.test_feed_relay import Stream, stream  # noqa: F401  (a fixture)
 from tests.ops_helpers import free_port
-from tests.requirements import require
+from tests.requirements import not_applicable, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,7 +51,7 @@ def _wait_for_port(port: int, within: float) -> None:
 def bouncer(database_url: str) -> Iterator[str]:
     """A PgBouncer (transaction mode, one server connection) in front of the test database."""
     if database_url.startswith("sqlite"):
-        pytest.skip("PgBouncer pools PostgreSQL connections only")
+        not_applicable("PgBouncer pools PostgreSQL connections only")
     if not Path(PGBOUNCER).exists():
         require("pgbouncer", f"no {PGBOUNCER} (make ha installs it)")
     target = urlsplit(database_url)
