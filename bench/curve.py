@@ -37,7 +37,7 @@ from bench.seed import (
     seed_postgres,
     seed_sqlite,
 )
-from bench.server import ServerProcess, free_port
+from bench.server import ServerProcess, free_port, service_argv
 
 __all__ = ["main"]
 
@@ -102,16 +102,7 @@ def _service(
         url = urlunsplit(base._replace(path="/" + name, query=""))
         asyncio.run(recreate_postgres_database(url))
     port = free_port()
-    argv = [
-        config.python,
-        "-m",
-        "service",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--database-url",
-        url,
-        *config.server_args,
-    ]
+    argv = service_argv(config.python, port, url, *config.server_args)
     schema = ServerProcess(f"curve-{backend}-{version}-schema", argv, work / "schema.log", port)
     _start(schema, source)
     schema.stop()

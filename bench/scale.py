@@ -48,7 +48,7 @@ from users.v1 import user_service_pb2_grpc
 from bench.config import ROOT, BenchConfig
 from bench.scale_seed import Growth, created, grow_postgres, grow_sqlite, name
 from bench.seed import password_hash, recreate_postgres_database
-from bench.server import ServerProcess, free_port
+from bench.server import ServerProcess, free_port, service_argv
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -157,17 +157,7 @@ class Scale:
 
     def server(self, name: str, url: str, source: Path) -> ServerProcess:
         port = free_port()
-        argv = [
-            self.config.python,
-            "-m",
-            "service",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--database-url",
-            url,
-            "--access-log",
-            "false",
-        ]
+        argv = service_argv(self.config.python, port, url, "--access-log", "false")
         return ServerProcess(name, argv, self.work / f"{name}.log", port)
 
     def run(self, backend: str, version: str, source: Path) -> None:

@@ -83,6 +83,11 @@ def rss_kib(pid: int) -> int:
     return sum(_status_kib(p, "VmRSS") for p in [pid, *_descendants(pid)])
 
 
+def service_argv(python: str, port: int, url: str, *extra: str) -> list[str]:
+    """The command line of ``python -m service`` on 127.0.0.1:``port`` over ``url``."""
+    return [python, "-m", "service", "--listen", f"127.0.0.1:{port}", "--database-url", url, *extra]
+
+
 class ServerProcess:
     """One server subprocess, its output going to ``log_path``."""
 

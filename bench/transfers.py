@@ -30,7 +30,7 @@ from bench.config import ROOT, BenchConfig
 from bench.pyclient import LoadRun, LoadSpec
 from bench.scale import _export, _start
 from bench.seed import password_hash, recreate_postgres_database, seed_postgres, seed_sqlite
-from bench.server import ServerProcess, free_port
+from bench.server import ServerProcess, free_port, service_argv
 
 __all__ = ["main", "pgbench_tps"]
 
@@ -93,17 +93,7 @@ class Transfers:
     def service(self, name: str, url: str, source: Path) -> tuple[ServerProcess, tuple[int, ...]]:
         """A started service on a fresh, seeded database, and its funded account ids."""
         port = free_port()
-        argv = [
-            self.config.python,
-            "-m",
-            "service",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--database-url",
-            url,
-            "--access-log",
-            "false",
-        ]
+        argv = service_argv(self.config.python, port, url, "--access-log", "false")
         schema = ServerProcess(f"{name}-schema", argv, self.work / f"{name}-schema.log", port)
         _start(schema, source)
         schema.stop()
