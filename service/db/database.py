@@ -22,9 +22,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tortoise.context import TortoiseContext
 from tortoise.exceptions import IntegrityError
 
+from service.db import point_reads
 from service.db.errors import as_unavailable
 from service.db.migrate import apply_migrations, apps_config
 from service.db.models import ServiceSecret
+from service.db.pooled import postgres_config
+from service.db.sqlite_reader import close_reader
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -196,7 +199,11 @@ class Database:
             if not self.context.inited:
                 await self.context.init(
                     config={
-                        "connections": {self.dialect: self.url},
+                        "connections": {
+                            self.dialect: postgres_config(self.url)
+                            if self.dialect == "postgres"
+                            else self.url
+                        },
                         "apps": apps_config(self.dialect),
                     }
                 )
@@ -256,6 +263,11 @@ class Database:
         return {"in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
 
     async def close(self) -> None:
+        if self.context.inited:
+            db = self.context.db(self.dialect)
+            # Their connections first: the pool's close waits for every one.
+            await point_reads.close(db)
+            close_reader(db)
         await self.context.close_connections()
 
     async def secret(self, name: str, nbytes: int = 32) -> bytes:

@@ -1,28 +1,38 @@
-"""GetUser's reads, coalesced: the calls that arrive in one turn of the event loop share a query.
+"""GetUser's reads: on the loop (SQLite), or coalesced on a connection of their own (PostgreSQL).
 
-Under load most of a GetUser is the database round trip and the driver's
-work around it, paid per call. Here the first call of a turn opens a batch
-and schedules its flush for the next turn; every call that arrives before
-then adds its id; the flush reads them all with one ``WHERE id = ANY(...)``
-(``IN (...)`` on SQLite) and hands each caller its row (the DataLoader
-pattern). A lone call waits one extra loop turn, microseconds.
+On SQLite a read outside a transaction is answered on the event loop
+(``service.db.sqlite_reader``): microseconds, nothing to coalesce.
+
+On PostgreSQL most of a GetUser is the round trip and the driver's work
+around it, paid per query. Here a call adds its id to the open batch of its
+database; a batch is read with one ``WHERE id = ANY(...)`` that hands each
+caller its row (the DataLoader pattern). One batch of a database is read at
+a time, on a connection taken from the pool once and kept (no acquire,
+release and Tortoise plumbing per query); the calls that arrive meanwhile
+gather in the next batch, which starts when the query before it ends. So
+the busier the service, the more calls share a round trip. A lone call
+waits one extra loop turn, microseconds. A pool of one connection is not
+held on to: batches then take it from the pool like any query.
 
 Each call still sees a committed row at least as new as when it was made:
-the shared query starts after every caller in its batch arrived. Only reads
-outside a transaction are coalesced (a transaction must see its own writes,
-on its own connection), and only of users that are not deleted; everything
-else goes to ``service.db.users.get_user``.
+its batch's query starts after it arrived. Only reads outside a transaction
+are served here (a transaction must see its own writes, on its own
+connection), and only of users that are not deleted; everything else goes
+to ``service.db.users.get_user``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from tortoise.backends.base.client import TransactionalDBClient
 
 from service.db.sql import Statement, client
+from service.db.tracing import statement_span
 from service.db.user_rows import COLUMNS, VISIBLE, user_of
 from service.domain.errors import UserNotFound
 
@@ -31,21 +41,99 @@ if TYPE_CHECKING:
 
     from service.domain.entities import User
 
-__all__ = ["MAX_BATCH", "load_user"]
+__all__ = ["MAX_BATCH", "MAX_QUERIES", "close", "load_user"]
 
-# Ids per shared query; a busier turn opens another batch.
+# Ids per shared query; a busier moment fills several batches.
 MAX_BATCH = 500
+# Batch queries of one database at a time: one, on the kept connection.
+MAX_QUERIES = 1
 
 
 class _Batch:
+    __slots__ = ("size", "waiters")
+
     def __init__(self) -> None:
         self.waiters: dict[int, list[asyncio.Future[User]]] = {}
         self.size = 0
 
 
-_open: weakref.WeakKeyDictionary[BaseDBAsyncClient, _Batch] = weakref.WeakKeyDictionary()
-# Flush tasks, referenced until done (the loop keeps only weak references).
-_flushing: set[asyncio.Task[None]] = set()
+class _Loader:
+    """The batches of one database: those waiting for a query and how many are being read."""
+
+    __slots__ = ("__weakref__", "db", "kept", "queued", "reading", "scheduled")
+
+    def __init__(self, db: BaseDBAsyncClient) -> None:
+        self.db = db
+        self.queued: deque[_Batch] = deque()
+        self.reading = 0
+        self.scheduled = False
+        # The connection kept for batches (an asyncpg pool proxy), once taken.
+        self.kept: Any = None
+
+    def add(self, user_id: int, future: asyncio.Future[User]) -> None:
+        batch = self.queued[-1] if self.queued else None
+        if batch is None or batch.size >= MAX_BATCH:
+            batch = _Batch()
+            self.queued.append(batch)
+        batch.waiters.setdefault(user_id, []).append(future)
+        batch.size += 1
+        if not self.scheduled and self.reading < MAX_QUERIES:
+            # Read on the next turn, once this turn's other calls have joined.
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.start)
+
+    async def rows(self, ids: list[int]) -> list[Any]:
+        pool = getattr(self.db, "_pool", None)
+        if pool is None or pool.get_max_size() < 2:
+            statement = Statement(_BY_IDS)
+            statement.param(ids)
+            return await statement.rows()
+        if self.kept is None:
+            self.kept = await pool.acquire()
+        try:
+            with statement_span("postgresql", _BY_IDS):
+                return await self.kept.fetch(_BY_IDS, ids)  # type: ignore[no-any-return]
+        except BaseException:
+            # It may be broken: back to the pool, which replaces a closed one.
+            kept, self.kept = self.kept, None
+            await _release(pool, kept)
+            raise
+
+    async def close(self) -> None:
+        kept, self.kept = self.kept, None
+        if kept is not None:
+            await _release(self.db._pool, kept)
+
+    def start(self) -> None:
+        self.scheduled = False
+        loop = asyncio.get_running_loop()
+        while self.queued and self.reading < MAX_QUERIES:
+            self.reading += 1
+            task = loop.create_task(self._read(self.queued.popleft()))
+            _reading.add(task)
+            task.add_done_callback(_reading.discard)
+
+    async def _read(self, batch: _Batch) -> None:
+        try:
+            await _answer(batch, self)
+        finally:
+            self.reading -= 1
+            if self.queued and not self.scheduled:
+                self.start()
+
+
+_loaders: weakref.WeakKeyDictionary[BaseDBAsyncClient, _Loader] = weakref.WeakKeyDictionary()
+# Read tasks, referenced until done (the loop keeps only weak references).
+_reading: set[asyncio.Task[None]] = set()
+
+
+async def _release(pool: Any, connection: Any) -> None:
+    # A connection that cannot be reset is terminated by release itself.
+    with contextlib.suppress(Exception):
+        await pool.release(connection)
+
+
+_BY_IDS = f"SELECT {COLUMNS} FROM users WHERE id = ANY($1::bigint[]) AND {VISIBLE}"
 
 
 async def load_user(user_id: int) -> User:
@@ -55,36 +143,28 @@ async def load_user(user_id: int) -> User:
         from service.db.users import get_user
 
         return await get_user(user_id)
-    loop = asyncio.get_running_loop()
-    batch = _open.get(db)
-    if batch is None or batch.size >= MAX_BATCH:
-        batch = _Batch()
-        _open[db] = batch
-        loop.call_soon(_start_flush, db, batch)
-    future: asyncio.Future[User] = loop.create_future()
-    batch.waiters.setdefault(user_id, []).append(future)
-    batch.size += 1
+    if db.capabilities.dialect != "postgres":
+        from service.db.users import get_user
+
+        return await get_user(user_id)  # on the loop, through sqlite_reader
+    loader = _loaders.get(db)
+    if loader is None:
+        loader = _loaders[db] = _Loader(db)
+    future: asyncio.Future[User] = asyncio.get_running_loop().create_future()
+    loader.add(user_id, future)
     return await future
 
 
-def _start_flush(db: BaseDBAsyncClient, batch: _Batch) -> None:
-    if _open.get(db) is batch:
-        del _open[db]
-    task = asyncio.get_running_loop().create_task(_flush(batch))
-    _flushing.add(task)
-    task.add_done_callback(_flushing.discard)
+async def close(db: BaseDBAsyncClient) -> None:
+    """Give the connection kept for ``db``'s batches back to its pool (before closing it)."""
+    loader = _loaders.pop(db, None)
+    if loader is not None:
+        await loader.close()
 
 
-async def _flush(batch: _Batch) -> None:
-    ids = sorted(batch.waiters)
+async def _answer(batch: _Batch, loader: _Loader) -> None:
     try:
-        statement = Statement(f"SELECT {COLUMNS} FROM users WHERE")
-        if statement.dialect == "postgres":
-            statement.add(f"id = ANY({statement.param(ids)}::bigint[])")
-        else:
-            statement.add(f"id IN ({statement.params_of(ids)})")
-        statement.add(f"AND {VISIBLE}")
-        found = {row[0]: user_of(row) for row in await statement.rows()}
+        found = {row[0]: user_of(row) for row in await loader.rows(sorted(batch.waiters))}
     except BaseException as error:
         for futures in batch.waiters.values():
             for future in futures:

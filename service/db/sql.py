@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from service.db.models import UserRow
+from service.db.sqlite_reader import rows_now
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,6 +66,15 @@ class Statement:
     async def rows(self) -> list[tuple[Any, ...]]:
         _, rows = await self._db.execute_query(self.sql, self.params)
         return [tuple(row) for row in rows]
+
+    async def committed_rows(self) -> list[tuple[Any, ...]]:
+        """``rows()`` of a read that needs no transaction: on SQLite, read on the loop.
+
+        Outside a transaction, SQLite answers from ``service.db.sqlite_reader``
+        without a hop to the driver's thread; otherwise, as ``rows()``.
+        """
+        found = rows_now(self._db, self.sql, self.params)
+        return found if found is not None else await self.rows()
 
     async def execute(self) -> int:
         """Run an UPDATE or DELETE; the number of rows it changed."""

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from opentelemetry.trace import Tracer
 
-__all__ = ["database_tracer", "describe", "install"]
+__all__ = ["database_tracer", "describe", "install", "statement_span"]
 
 database_tracer: ContextVar[Tracer | None] = ContextVar("database_tracer", default=None)
 
@@ -113,6 +113,18 @@ def _traced_transaction(
             return await method(self, *args, **kwargs)
 
     return traced
+
+
+@contextlib.contextmanager
+def statement_span(system: str, query: str) -> Iterator[None]:
+    """The span of one statement sent other than through Tortoise (none outside traced calls)."""
+    tracer = database_tracer.get()
+    if tracer is None:
+        yield
+        return
+    operation, table = describe(query)
+    with _span(tracer, system, operation, table):
+        yield
 
 
 @contextlib.contextmanager

@@ -79,7 +79,7 @@ async def get_user(user_id: int, *, with_posts: bool = False, show_deleted: bool
         statement.add(statement.param(user_id))
         if not show_deleted:
             statement.add(f"AND {VISIBLE}")
-        rows = await statement.rows()
+        rows = await statement.committed_rows()
         if not rows:
             raise UserNotFound(user_id)
         return user_of(rows[0])
@@ -115,7 +115,7 @@ async def get_users(ids: Sequence[int]) -> list[User]:
     else:
         statement.add(f"id IN ({statement.params_of(wanted)})")
     statement.add(f"AND {VISIBLE}")
-    found = {row[0]: user_of(row) for row in await statement.rows()}
+    found = {row[0]: user_of(row) for row in await statement.committed_rows()}
     missing = [i for i in wanted if i not in found]
     if missing:
         raise UserNotFound(*missing)
@@ -279,7 +279,7 @@ async def find_credentials(
 ) -> Credentials | None:
     column, value = next(iter(_identity(username_key, email_key).items()))
     statement = Statement(f"SELECT {COLUMNS}, password_hash FROM users WHERE {column} =")
-    rows = await statement.add(statement.param(value)).rows()
+    rows = await statement.add(statement.param(value)).committed_rows()
     return Credentials(user_of(rows[0]), rows[0][MORE]) if rows else None
 
 
@@ -287,7 +287,7 @@ async def get_credentials(user_id: int) -> Credentials:
     """The credentials of a user that is not deleted."""
     statement = Statement(f"SELECT {COLUMNS}, password_hash FROM users WHERE id =")
     statement.add(f"{statement.param(user_id)} AND {VISIBLE}")
-    rows = await statement.rows()
+    rows = await statement.committed_rows()
     if not rows:
         raise UserNotFound(user_id)
     return Credentials(user_of(rows[0]), rows[0][MORE])
