@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from service.background import stop_task
@@ -46,6 +47,11 @@ CATCH_UP_READERS = 4
 # after this many seconds, each later one twice as late, at most MAX_PAUSE.
 FIRST_PAUSE = 0.002
 MAX_PAUSE = 0.1
+# Seconds after the last subscriber's visit that the ring keeps filling. With
+# nobody watching, the hub only moves its head (and the floor with it): every
+# write's event is not read back and decoded for nobody; a subscriber that
+# comes later catches up from the database, as one behind the ring does.
+WATCHED_FOR = 30.0
 
 
 class FeedHub:
@@ -84,6 +90,7 @@ class FeedHub:
         self._catch_up = asyncio.Semaphore(CATCH_UP_READERS)
         self._task: asyncio.Task[None] | None = None
         self.closed = False
+        self._visited = -math.inf  # loop time of the last take() or wait()
 
     def start(self) -> None:
         """Start reading, at the feed's current end: the ring holds nothing older."""
@@ -137,6 +144,16 @@ class FeedHub:
                     await asyncio.sleep(self.poll_interval)
 
     async def _read_new(self) -> None:
+        if asyncio.get_running_loop().time() - self._visited >= WATCHED_FOR:
+            watermark = await self._end()
+            if watermark > self.head:
+                # The ring must hold every event in (floor, head]: empty it.
+                self._ring.clear()
+                self._sequences.clear()
+                self._bytes = 0
+                self.floor = self.head = watermark
+                self._advance()
+            return
         while True:
             events, watermark = await self._read(self.head, PAGE_SIZE)
             if events:
@@ -177,6 +194,7 @@ class FeedHub:
         """
         if self.closed:
             raise ServerShuttingDown()
+        self._visited = asyncio.get_running_loop().time()
         if cursor >= self.floor:
             wanted = frozenset(types)
             start = bisect.bisect_right(self._sequences, cursor)
@@ -189,6 +207,7 @@ class FeedHub:
         """Until the head moves, ``seconds`` pass, or the hub closes (raises)."""
         if self.closed:
             raise ServerShuttingDown()
+        self._visited = asyncio.get_running_loop().time()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await asyncio.shield(self._advanced)
