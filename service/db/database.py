@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise.context import TortoiseContext
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import ConfigurationError, IntegrityError
 
 from service.db import point_reads
 from service.db.errors import as_unavailable
@@ -263,9 +263,12 @@ class Database:
         return {"in_use": size - idle, "idle": idle, "max": pool.get_max_size()}
 
     async def close(self) -> None:
-        if self.context.inited:
-            db = self.context.db(self.dialect)
-            # Their connections first: the pool's close waits for every one.
+        try:
+            db = self.context.db(self.dialect) if self.context.inited else None
+        except ConfigurationError:  # closed already
+            db = None
+        if db is not None:
+            # The point-read lanes first: the pool's close waits for every connection.
             await point_reads.close(db)
             close_reader(db)
         await self.context.close_connections()

@@ -88,6 +88,9 @@ class _Loader:
             statement = Statement(_BY_IDS)
             statement.param(ids)
             return await statement.rows()
+        return await self._kept_rows(pool, ids)
+
+    async def _kept_rows(self, pool: Any, ids: list[int]) -> list[Any]:
         if self.kept is None:
             self.kept = await pool.acquire()
         try:

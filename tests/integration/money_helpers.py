@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
+from service.db import point_reads, sqlite_reader
+from service.db import sql as sql_module
 from tests.helpers import create_user
 
 Item = TypeVar("Item")
@@ -158,9 +160,11 @@ def counting_statements(service: RunningService) -> Iterator[list[str]]:
     """Record every SQL statement the service's database client runs inside the block.
 
     The client is the one object the service's queries go through outside a
-    transaction; its execute methods are wrapped on that instance and restored
-    when the block exits. Statements inside a transaction run on the
-    transaction's own client and are not seen.
+    transaction, besides the point-read lanes (``service.db.sqlite_reader``,
+    the kept connection of ``service.db.point_reads``), which are wrapped too;
+    its execute methods are wrapped on that instance and restored when the
+    block exits. Statements inside a transaction run on the transaction's own
+    client and are not seen.
     """
     database = service.server.database
     with database.activate():
@@ -170,14 +174,34 @@ def counting_statements(service: RunningService) -> Iterator[list[str]]:
     def counted(name: str, original: Any) -> Any:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             sql = args[0] if args else kwargs.get("query", "")
-            # The change feed's reader polls in the background, apart from any call.
-            if "FROM events" not in sql or "INSERT INTO events" in sql:
-                statements.append(f"{name}: {sql}")
+            record(name, sql)
             return await original(*args, **kwargs)
 
         return wrapper
 
+    def record(name: str, sql: str) -> None:
+        # The change feed's reader polls in the background, apart from any call
+        # (it reads events, or only the feed's end from the current snapshot).
+        background = "FROM events" in sql or "pg_current_snapshot()" in sql
+        if not background or "INSERT INTO events" in sql:
+            statements.append(f"{name}: {sql}")
+
+    original_rows_now = sqlite_reader.rows_now
+    original_lane = point_reads._Loader._kept_rows
+
+    def rows_now(db: Any, sql: str, params: Any) -> Any:
+        found = original_rows_now(db, sql, params)
+        if found is not None:
+            record("sqlite_reader", sql)
+        return found
+
+    async def lane(loader: Any, pool: Any, ids: list[int]) -> Any:
+        record("point_reads", point_reads._BY_IDS)
+        return await original_lane(loader, pool, ids)
+
     with pytest.MonkeyPatch.context() as patch:
         for name in CLIENT_METHODS:
             patch.setattr(client, name, counted(name, getattr(client, name)))
+        patch.setattr(sql_module, "rows_now", rows_now)
+        patch.setattr(point_reads._Loader, "_kept_rows", lane)
         yield statements
