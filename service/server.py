@@ -255,18 +255,23 @@ class UsersServer:
             # Stop probing first, or a probe could flip health back to SERVING.
             await stop_task(self._probe)
             self._probe = None
-        await self.health.enter_graceful_shutdown()
         if self._server is not None:
-            # Refuse new calls at once; while in-flight ones finish, end the
-            # watch streams, which never end on their own (the grace period
-            # would be spent waiting for them).
+            # Refuse new calls at once, before health says NOT_SERVING: a
+            # caller that reacts to it by connecting anew finds the port
+            # closed (UNAVAILABLE), where a call that reached grpc.aio as it
+            # began to shut down could be cancelled before its handler ran.
             draining = asyncio.create_task(self._server.stop(grace), name="drain")
+            await asyncio.sleep(0)
+            await self.health.enter_graceful_shutdown()
+            # While in-flight calls finish, end the watch streams, which never
+            # end on their own (the grace period would be spent waiting for them).
             await self.feed.stop()
             await draining
             self._server = None
             if self.port:
                 log.info("stopped serving")
         else:
+            await self.health.enter_graceful_shutdown()
             await self.feed.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
