@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,16 @@ async def settle(hub: FeedHub, feed: FakeFeed) -> None:
     raise AssertionError(f"the hub's head stayed at {hub.head}")
 
 
+@contextlib.asynccontextmanager
+async def running_hub(feed: FakeFeed) -> AsyncIterator[FeedHub]:
+    hub = FeedHub(poll_interval=0.01, read=feed.read, end=feed.end)  # type: ignore[arg-type]
+    hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
 async def take_all(hub: FeedHub, cursor: int, end: int) -> list[int]:
     taken: list[int] = []
     while cursor < end:
@@ -59,9 +71,7 @@ async def take_all(hub: FeedHub, cursor: int, end: int) -> list[int]:
 
 async def test_with_nobody_watching_the_hub_moves_its_head_without_reading_events():
     feed = FakeFeed()
-    hub = FeedHub(poll_interval=0.01, read=feed.read, end=feed.end)  # type: ignore[arg-type]
-    hub.start()
-    try:
+    async with running_hub(feed) as hub:
         feed.append(30)
         await settle(hub, feed)
         assert feed.reads == 0
@@ -69,15 +79,11 @@ async def test_with_nobody_watching_the_hub_moves_its_head_without_reading_event
 
         # A subscriber from the start catches up from the database: nothing lost.
         assert await take_all(hub, 0, 30) == list(range(1, 31))
-    finally:
-        await hub.close()
 
 
-async def test_once_watched_new_events_come_from_the_ring(monkeypatch):
+async def test_once_watched_new_events_come_from_the_ring():
     feed = FakeFeed()
-    hub = FeedHub(poll_interval=0.01, read=feed.read, end=feed.end)  # type: ignore[arg-type]
-    hub.start()
-    try:
+    async with running_hub(feed) as hub:
         feed.append(5)
         await settle(hub, feed)
         await hub.take(hub.head, (), 0)  # a subscriber arrives at the head
@@ -86,16 +92,12 @@ async def test_once_watched_new_events_come_from_the_ring(monkeypatch):
         reads = feed.reads
         assert await take_all(hub, 5, 25) == list(range(6, 26))
         assert feed.reads == reads, "the subscriber read the database, not the ring"
-    finally:
-        await hub.close()
 
 
 async def test_after_the_last_visit_the_ring_stops_filling(monkeypatch):
     monkeypatch.setattr(feed_hub, "WATCHED_FOR", 0.05)
     feed = FakeFeed()
-    hub = FeedHub(poll_interval=0.01, read=feed.read, end=feed.end)  # type: ignore[arg-type]
-    hub.start()
-    try:
+    async with running_hub(feed) as hub:
         await hub.take(0, (), 0)
         await asyncio.sleep(0.1)
         feed.append(10)
@@ -104,5 +106,3 @@ async def test_after_the_last_visit_the_ring_stops_filling(monkeypatch):
         assert hub.floor == 10
         assert await take_all(hub, 0, 10) == list(range(1, 11))
         assert feed.reads > reads
-    finally:
-        await hub.close()
