@@ -261,7 +261,7 @@ class UsersServer:
             # closed (UNAVAILABLE), where a call that reached grpc.aio as it
             # began to shut down could be cancelled before its handler ran.
             draining = asyncio.create_task(self._server.stop(grace), name="drain")
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one turn: the task closes the port before its first await
             await self.health.enter_graceful_shutdown()
             # While in-flight calls finish, end the watch streams, which never
             # end on their own (the grace period would be spent waiting for them).

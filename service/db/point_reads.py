@@ -41,12 +41,10 @@ if TYPE_CHECKING:
 
     from service.domain.entities import User
 
-__all__ = ["MAX_BATCH", "MAX_QUERIES", "close", "load_user"]
+__all__ = ["MAX_BATCH", "close", "load_user"]
 
 # Ids per shared query; a busier moment fills several batches.
 MAX_BATCH = 500
-# Batch queries of one database at a time: one, on the kept connection.
-MAX_QUERIES = 1
 
 
 class _Batch:
@@ -58,14 +56,14 @@ class _Batch:
 
 
 class _Loader:
-    """The batches of one database: those waiting for a query and how many are being read."""
+    """The batches of one database waiting for a query, read one at a time (one connection)."""
 
     __slots__ = ("__weakref__", "db", "kept", "queued", "reading", "scheduled")
 
     def __init__(self, db: BaseDBAsyncClient) -> None:
         self.db = db
         self.queued: deque[_Batch] = deque()
-        self.reading = 0
+        self.reading = False
         self.scheduled = False
         # The connection kept for batches (an asyncpg pool proxy), once taken.
         self.kept: Any = None
@@ -77,7 +75,7 @@ class _Loader:
             self.queued.append(batch)
         batch.waiters.setdefault(user_id, []).append(future)
         batch.size += 1
-        if not self.scheduled and self.reading < MAX_QUERIES:
+        if not (self.scheduled or self.reading):
             # Read on the next turn, once this turn's other calls have joined.
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self.start)
@@ -109,10 +107,9 @@ class _Loader:
 
     def start(self) -> None:
         self.scheduled = False
-        loop = asyncio.get_running_loop()
-        while self.queued and self.reading < MAX_QUERIES:
-            self.reading += 1
-            task = loop.create_task(self._read(self.queued.popleft()))
+        if self.queued and not self.reading:
+            self.reading = True
+            task = asyncio.get_running_loop().create_task(self._read(self.queued.popleft()))
             _reading.add(task)
             task.add_done_callback(_reading.discard)
 
@@ -120,8 +117,8 @@ class _Loader:
         try:
             await _answer(batch, self)
         finally:
-            self.reading -= 1
-            if self.queued and not self.scheduled:
+            self.reading = False
+            if not self.scheduled:
                 self.start()
 
 
@@ -142,14 +139,11 @@ _BY_IDS = f"SELECT {COLUMNS} FROM users WHERE id = ANY($1::bigint[]) AND {VISIBL
 async def load_user(user_id: int) -> User:
     """The user with this id that is not deleted; UserNotFound otherwise."""
     db = client()
-    if isinstance(db, TransactionalDBClient):
+    if isinstance(db, TransactionalDBClient) or db.capabilities.dialect != "postgres":
+        # A transaction's own connection; or SQLite, read on the loop (sqlite_reader).
         from service.db.users import get_user
 
         return await get_user(user_id)
-    if db.capabilities.dialect != "postgres":
-        from service.db.users import get_user
-
-        return await get_user(user_id)  # on the loop, through sqlite_reader
     loader = _loaders.get(db)
     if loader is None:
         loader = _loaders[db] = _Loader(db)

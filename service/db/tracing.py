@@ -91,11 +91,7 @@ def _traced_statement(
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def traced(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        tracer = database_tracer.get()
-        if tracer is None:
-            return await method(self, query, *args, **kwargs)
-        operation, table = describe(query)
-        with _span(tracer, system, operation, table):
+        with statement_span(system, query):
             return await method(self, query, *args, **kwargs)
 
     return traced
@@ -117,7 +113,7 @@ def _traced_transaction(
 
 @contextlib.contextmanager
 def statement_span(system: str, query: str) -> Iterator[None]:
-    """The span of one statement sent other than through Tortoise (none outside traced calls)."""
+    """The span of one statement, sent by Tortoise or not (none outside traced calls)."""
     tracer = database_tracer.get()
     if tracer is None:
         yield
