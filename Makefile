@@ -152,15 +152,24 @@ bench-authz: setup  ## Server CPU per call with and without --authz-policy (mTLS
 auth-timing: setup  ## AuthenticateUser time for existing vs unknown names, both backends.
 	$(PY) -m bench.auth_timing
 
-bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(EDITABLE_STUBS)
+# h2load (GetUser curves), pgbench (the transfers' baseline), and cc with the
+# nghttp2 headers for bench/grpcload.c (the transfers' C client).
+define BENCH_TOOLS
 	@command -v h2load >/dev/null 2>&1 || { echo 'bench: installing h2load (nghttp2-client)'; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 	@command -v pgbench >/dev/null 2>&1 || { echo 'bench: installing pgbench (postgresql-contrib)'; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib >/dev/null; }
+	@{ command -v cc >/dev/null 2>&1 && [ -f /usr/include/nghttp2/nghttp2.h ]; } || { \
+		echo 'bench: installing cc and libnghttp2-dev'; $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libnghttp2-dev >/dev/null; }
+endef
+
+bench: $(PY)  ## Benchmark the service on SQLite and PostgreSQL (BENCH_QUICK=1: smoke run; see bench/README.md).
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(EDITABLE_STUBS)
+	$(BENCH_TOOLS)
 	$(PY) -m bench
 	$(PY) -m bench.scale
 	$(PY) -m bench.curve
@@ -174,11 +183,13 @@ bench-scale: setup  ## Read latency at 10k/100k/1M users (BENCH_SCALE_BASELINE=R
 bench-curve: setup  ## GetUser calls/s vs a bare grpc.aio handler, 1..512 in flight (table + PNG).
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(EDITABLE_STUBS)
+	$(BENCH_TOOLS)
 	$(PY) -m bench.curve
 
 bench-transfers: setup  ## TransferFunds vs pgbench TPC-B, 32 clients, same run.
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(EDITABLE_STUBS)
+	$(BENCH_TOOLS)
 	$(PY) -m bench.transfers
 
 bench-feed: setup  ## The change feed: writes/s with and without the outbox, commit-to-watcher lag, a long transaction's cost.

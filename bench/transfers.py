@@ -5,8 +5,11 @@ missing) runs its built-in TPC-B (5 statements a transaction: three
 UPDATEs, a SELECT and an INSERT) at scale 10 with ``BENCH_TRANSFER_CLIENTS``
 clients (32) on a database of its own, once before and once after the
 service is measured; their mean is the baseline. TransferFunds is then driven
-by the bench's Python load generator, 32 calls in flight over random pairs of
-100 funded accounts, on a fresh PostgreSQL database and on SQLite.
+with 32 calls in flight over random pairs of 100 funded accounts, on a fresh
+PostgreSQL database and on SQLite, by two clients in turn: ``bench/grpcload.c``
+(C, like pgbench's own client; the ratio to pgbench is taken from it) and the
+bench's Python load generator, which on a 2-core machine takes a third of a
+core or more from the server (its figure is the one earlier runs printed).
 
 ``BENCH_SCALE_BASELINE=<git ref>`` also measures the service of that commit
 (exported with ``git archive``), so that before and after are both ratios
@@ -27,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.config import ROOT, BenchConfig
+from bench.grpcload import transfer_load
 from bench.pyclient import LoadRun, LoadSpec
 from bench.scale import _export, _start
 from bench.seed import password_hash, recreate_postgres_database, seed_postgres, seed_sqlite
@@ -105,8 +109,10 @@ class Transfers:
         _start(server, source)
         return server, seed.funded_ids
 
-    def transfers_per_s(self, backend: str, version: str, source: Path) -> tuple[float, float, int]:
-        """Calls/s, p50 ms and errors of TransferFunds with the configured clients in flight."""
+    def transfers_per_s(
+        self, backend: str, version: str, source: Path
+    ) -> list[tuple[str, float, float, int]]:
+        """Per client (C, then Python): calls/s, p50 ms and errors of TransferFunds."""
         if backend == "sqlite":
             url = f"sqlite://{self.work / f'transfers-{version}.sqlite3'}"
         else:
@@ -114,11 +120,26 @@ class Transfers:
             url = _url_with_database(self.config.postgres_url, f"{name}_transfers")
             asyncio.run(recreate_postgres_database(url))
         server, funded = self.service(f"transfers-{backend}-{version}", url, source)
+        clients = self.config.transfer_clients
+        measured: list[tuple[str, float, float, int]] = []
         try:
+            c_load = transfer_load(
+                server.target,
+                in_flight=clients,
+                seconds=self.seconds,
+                warmup=self.config.warmup,
+                funded_ids=funded,
+                tag=os.urandom(3).hex(),
+            )
+            measured.append(("C", c_load.calls_per_s, c_load.p50_ms, c_load.errors))
+            self.say(
+                f"{backend} {version} (C client): {c_load.calls_per_s:.0f} transfers/s, "
+                f"p50 {c_load.p50_ms:.2f} ms, {c_load.errors} errors {c_load.codes}"
+            )
             spec = LoadSpec(
                 target=server.target,
                 kind="transfer",
-                concurrency=self.config.transfer_clients,
+                concurrency=clients,
                 duration=self.seconds,
                 warmup=self.config.warmup,
                 procs=self.config.client_procs,
@@ -128,13 +149,14 @@ class Transfers:
             run = LoadRun(spec)
             run.start()
             load = run.join()
+            measured.append(("Python", load.calls_per_s, load.p50_ms, load.errors))
+            self.say(
+                f"{backend} {version} (Python client): {load.calls_per_s:.0f} transfers/s, "
+                f"p50 {load.p50_ms:.2f} ms, {load.errors} errors {load.codes}"
+            )
         finally:
             server.stop()
-        self.say(
-            f"{backend} {version}: {load.calls_per_s:.0f} transfers/s, "
-            f"p50 {load.p50_ms:.2f} ms, {load.errors} errors {load.codes}"
-        )
-        return load.calls_per_s, load.p50_ms, load.errors
+        return measured
 
 
 def main() -> None:
@@ -150,7 +172,7 @@ def main() -> None:
         name = urlsplit(config.postgres_url).path.lstrip("/")
         pgbench_url = _url_with_database(config.postgres_url, f"{name}_pgbench")
         tps: list[float] = []
-        results: list[tuple[str, str, float, float, int]] = []
+        results: list[tuple[str, str, str, float, float, int]] = []
         postgres = "postgres" in config.backends
         if postgres:
             asyncio.run(recreate_postgres_database(pgbench_url))
@@ -159,8 +181,8 @@ def main() -> None:
             bench.say(f"pgbench TPC-B, {clients} clients: {tps[-1]:.0f} tps")
         for backend in config.backends:
             for version, source in versions:
-                rate, p50, errors = bench.transfers_per_s(backend, version, source)
-                results.append((backend, version, rate, p50, errors))
+                for client, rate, p50, errors in bench.transfers_per_s(backend, version, source):
+                    results.append((backend, version, client, rate, p50, errors))
         if postgres:
             tps.append(pgbench_tps(pgbench_url, clients, bench.seconds))
             bench.say(f"pgbench TPC-B, {clients} clients: {tps[-1]:.0f} tps")
@@ -169,11 +191,11 @@ def main() -> None:
             f"\nTransferFunds, {clients} in flight (pgbench TPC-B {clients} clients: "
             f"{' / '.join(f'{t:.0f}' for t in tps)} tps, mean {baseline:.0f})"
         )
-        print("backend | version | transfers/s | p50 ms | errors | vs pgbench")
-        print("--- | --- | --- | --- | --- | ---")
-        for backend, version, rate, p50, errors in results:
+        print("backend | version | client | transfers/s | p50 ms | errors | vs pgbench")
+        print("--- | --- | --- | --- | --- | --- | ---")
+        for backend, version, client, rate, p50, errors in results:
             ratio = f"{rate / baseline:.2f}" if backend == "postgres" and tps else "-"
-            print(f"{backend} | {version} | {rate:.0f} | {p50:.2f} | {errors} | {ratio}")
+            print(f"{backend} | {version} | {client} | {rate:.0f} | {p50:.2f} | {errors} | {ratio}")
 
 
 if __name__ == "__main__":
