@@ -27,6 +27,7 @@ class FakeFeed:
     def __init__(self) -> None:
         self.events: list[FakeEvent] = []
         self.reads = 0
+        self.ends = 0
 
     def append(self, count: int) -> None:
         start = len(self.events) + 1
@@ -38,6 +39,7 @@ class FakeFeed:
         return page, page[-1].sequence if len(page) == limit else len(self.events)
 
     async def end(self) -> int:
+        self.ends += 1
         return len(self.events)
 
 
@@ -52,8 +54,8 @@ async def settle(hub: FeedHub, feed: FakeFeed) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(feed: FakeFeed) -> AsyncIterator[FeedHub]:
-    hub = FeedHub(poll_interval=0.01, read=feed.read, end=feed.end)  # type: ignore[arg-type]
+async def running_hub(feed: FakeFeed, poll_interval: float = 0.01) -> AsyncIterator[FeedHub]:
+    hub = FeedHub(poll_interval=poll_interval, read=feed.read, end=feed.end)  # type: ignore[arg-type]
     hub.start()
     try:
         yield hub
@@ -106,3 +108,36 @@ async def test_after_the_last_visit_the_ring_stops_filling(monkeypatch):
         assert hub.floor == 10
         assert await take_all(hub, 0, 10) == list(range(1, 11))
         assert feed.reads > reads
+
+
+async def test_with_nobody_watching_a_write_storm_is_followed_a_read_per_period(monkeypatch):
+    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.02, raising=False)
+    feed = FakeFeed()
+    async with running_hub(feed) as hub:
+        await settle(hub, feed)
+        loop = asyncio.get_running_loop()
+        ends, began = feed.ends, loop.time()
+        for _ in range(40):  # a write and its wake every millisecond or so
+            feed.append(1)
+            hub.wake(pending=len(feed.events))
+            await asyncio.sleep(0.001)
+        await settle(hub, feed)
+        periods = (loop.time() - began) / feed_hub.FOLLOW_EVERY
+        assert feed.ends - ends <= periods + 2, f"{feed.ends - ends} reads in {periods:.1f} periods"
+        assert hub.head == 40
+        assert await take_all(hub, 0, 40) == list(range(1, 41))
+
+
+async def test_with_nobody_watching_a_lone_write_is_followed_at_once(monkeypatch):
+    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.2, raising=False)
+    feed = FakeFeed()
+    # No periodic re-read in between: the last read is the one before the quiet spell.
+    async with running_hub(feed, poll_interval=30.0) as hub:
+        await settle(hub, feed)
+        await asyncio.sleep(0.25)  # quiet for longer than a period
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        feed.append(1)
+        hub.wake(pending=1)
+        await settle(hub, feed)
+        assert loop.time() - began < 0.1
