@@ -46,6 +46,10 @@ class Settings:
     # starve reads of CPU; on one core there is no choice.
     hash_threads: int = max((os.cpu_count() or 1) - 1, 1)
     workers: int = 1
+    # grpc.aio accepts a method's calls one at a time (a new one only after the
+    # loop has handled the last): several servers on the port, in this one
+    # process, accept in parallel (service.listening).
+    accept_loops: int = 8
     grace_period: float = 10.0
     migrate_on_start: bool = True
     metrics_listen: str = ""
@@ -92,6 +96,7 @@ class Settings:
             "workers",
             "several workers need a fixed port to share, not port 0",
         )
+        _check(1 <= self.accept_loops <= 64, "accept_loops", "must be 1 to 64")
         _check(self.grace_period >= 0, "grace_period", "must not be negative")
         if self.metrics_listen:
             _check_address(self.metrics_listen, "metrics_listen")
@@ -271,6 +276,7 @@ _HELP = {
     ),
     "hash_threads": "threads per worker that hash passwords (default: CPUs - 1, at least 1)",
     "workers": "server processes sharing the port (SO_REUSEPORT)",
+    "accept_loops": "gRPC servers per worker on the port, accepting calls in parallel",
     "grace_period": "seconds in-flight calls get to finish on SIGTERM/SIGINT",
     "migrate_on_start": "apply pending schema migrations at start-up (false: refuse to start)",
     "metrics_listen": "HOST:PORT for Prometheus metrics (off when empty; one for all workers)",

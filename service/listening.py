@@ -1,7 +1,22 @@
-"""Where a server process listens: its gRPC port (options, TLS) and its metrics endpoint."""
+"""Where a server process listens: its gRPC port (options, TLS) and its metrics endpoint.
+
+A process serves its port with several grpc.aio servers (``accept_loops``).
+grpc.aio asks the core for a method's next call only once the event loop has
+handled the last one, so one server accepts the calls of one method one per
+loop turn or two, whatever the number of connections: at 32 calls in flight
+GetUser on PostgreSQL waited there more than in its query. Each server
+accepts on its own; the servers bind the port with SO_REUSEPORT and the
+kernel spreads connections over them (by address, so one connection is
+always served by one of them, and a client with a single connection gains
+nothing). SO_REUSEPORT would also let a second process share the port by
+mistake, so without ``--workers`` the port is first checked to be free
+(``check_free``): a second server still fails with ``cannot listen on ...``.
+"""
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +31,7 @@ if TYPE_CHECKING:
 
     from service.config import Settings
 
-__all__ = ["BindError", "bind", "channel_options", "serve_metrics"]
+__all__ = ["BindError", "accept_loops", "bind", "channel_options", "check_free", "serve_metrics"]
 
 
 class BindError(RuntimeError):
@@ -45,19 +60,57 @@ def channel_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, 
     return options
 
 
-def bind(server: grpc.aio.Server, settings: Settings) -> int:
-    """Add the listen port (TLS when configured); return the port bound."""
+def accept_loops(settings: Settings) -> int:
+    """How many servers share the listen address: one for a Unix socket (no SO_REUSEPORT)."""
+    return 1 if settings.listen.startswith("unix") else settings.accept_loops
+
+
+def check_free(listen: str) -> None:
+    """Raise BindError if something already listens on ``listen`` (port 0 is always free).
+
+    The probe binds as grpc does (SO_REUSEADDR: a port left in TIME_WAIT by
+    a restart is free) but without SO_REUSEPORT, so any listener, shared or
+    not, makes it fail. Two servers started at the same instant can still
+    both pass; an address this host does not have is left to ``bind``.
+    """
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise BindError(f"cannot listen on {listen}: address in use") from None
+
+
+def bind(server: grpc.aio.Server, settings: Settings, port: int | None = None) -> int:
+    """Add the listen port (TLS when configured); return the port bound.
+
+    ``port`` replaces the port of the listen address: the one the first of
+    the process's servers was given for port 0.
+    """
     listen = settings.listen
+    if port is not None:
+        listen = f"{listen.rpartition(':')[0]}:{port}"
     try:
         if settings.tls:
-            port = server.add_secure_port(listen, _credentials(settings))
+            bound = server.add_secure_port(listen, _credentials(settings))
         else:
-            port = server.add_insecure_port(listen)
+            bound = server.add_insecure_port(listen)
     except RuntimeError as error:
         raise BindError(f"cannot listen on {listen}: {error}") from None
-    if port == 0:
+    if bound == 0:
         raise BindError(f"cannot listen on {listen}: address unavailable or in use")
-    return port
+    return bound
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials:

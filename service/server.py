@@ -21,6 +21,7 @@ from service.api.assembly import (
     open_user_service_authorizer,
     register_services,
 )
+from service.api.calls import Admission
 from service.api.deferred import DeferredServicer
 from service.api.health import NOT_SERVING, SERVING, HealthServicer
 from service.api.observability import Metrics, silence_query_logs
@@ -39,7 +40,14 @@ from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 from service.feed_runtime import FeedRuntime
 from service.health_probe import watch_database
-from service.listening import BindError, bind, channel_options, serve_metrics
+from service.listening import (
+    BindError,
+    accept_loops,
+    bind,
+    channel_options,
+    check_free,
+    serve_metrics,
+)
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -78,7 +86,10 @@ class UsersServer:
         self.metrics = Metrics(self.database.pool_stats)
         self.port: int = 0
         self.metrics_port: int | None = None
-        self._server: grpc.aio.Server | None = None
+        # The servers sharing the port (service.listening), the first bound first.
+        self._servers: list[grpc.aio.Server] = []
+        limit = settings.max_concurrent_rpcs
+        self._admission = Admission(limit) if limit else None
         self._metrics_http: WSGIServer | None = None
         self._probe: asyncio.Task[None] | None = None
         self._ready: asyncio.Task[None] | None = None
@@ -117,13 +128,21 @@ class UsersServer:
                 raise
             waiting = True
 
-        server = grpc.aio.server(
-            options=channel_options(self.settings, reuse_port=self.reuse_port),
-            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs or None,
-        )
-        self._server = server
-        self._register(server, await self._open_authorizer())
-        self.port = bind(server, self.settings)
+        loops = accept_loops(self.settings)
+        shared = self.reuse_port or loops > 1
+        if shared and not self.reuse_port:
+            check_free(self.settings.listen)
+        authorizer = await self._open_authorizer()
+        # The call limit is the process's (Admission), not each server's.
+        self._servers = [
+            grpc.aio.server(options=channel_options(self.settings, reuse_port=shared))
+            for _ in range(loops)
+        ]
+        for server in self._servers:
+            self._register(server, authorizer)
+        self.port = bind(self._servers[0], self.settings)
+        for server in self._servers[1:]:
+            bind(server, self.settings, port=self.port)
         self._start_metrics()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, NOT_SERVING)
@@ -131,7 +150,8 @@ class UsersServer:
         # and with it the active Tortoise context; so do the probe task and
         # the task that waits for the database.
         with self.database.activate():
-            await server.start()
+            for server in self._servers:
+                await server.start()
             if waiting:
                 self._ready = asyncio.create_task(self._become_ready(migrate), name="database-wait")
                 # Its failure is ready()'s to report; never "exception was never retrieved".
@@ -162,6 +182,7 @@ class UsersServer:
             log_calls=self.settings.access_log,
             authorizer=authorizer,
             tracing=self.tracing,
+            admission=self._admission,
         )
 
     def reload_authorization(self) -> None:
@@ -255,19 +276,21 @@ class UsersServer:
             # Stop probing first, or a probe could flip health back to SERVING.
             await stop_task(self._probe)
             self._probe = None
-        if self._server is not None:
+        if self._servers:
             # Refuse new calls at once, before health says NOT_SERVING: a
             # caller that reacts to it by connecting anew finds the port
             # closed (UNAVAILABLE), where a call that reached grpc.aio as it
             # began to shut down could be cancelled before its handler ran.
-            draining = asyncio.create_task(self._server.stop(grace), name="drain")
-            await asyncio.sleep(0)  # one turn: the task closes the port before its first await
+            draining = asyncio.gather(
+                *(asyncio.create_task(s.stop(grace), name="drain") for s in self._servers)
+            )
+            await asyncio.sleep(0)  # one turn: the tasks close the port before their first await
             await self.health.enter_graceful_shutdown()
             # While in-flight calls finish, end the watch streams, which never
             # end on their own (the grace period would be spent waiting for them).
             await self.feed.stop()
             await draining
-            self._server = None
+            self._servers = []
             if self.port:
                 log.info("stopped serving")
         else:

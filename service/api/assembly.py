@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from users.v1 import user_service_pb2, user_service_pb2_grpc
 
 from service.api.authz import OPEN_SERVICES, Authorizer, open_authorizer
-from service.api.calls import CallGuard
+from service.api.calls import Admission, CallGuard
 from service.api.registration import GuardedRegistry
 
 if TYPE_CHECKING:
@@ -60,9 +60,12 @@ def register_services(
     log_calls: bool,
     authorizer: Authorizer | None,
     tracing: Tracing | None,
+    admission: Admission | None = None,
 ) -> None:
     """Add every service through the call guard; refuse to go on if a method escaped it."""
-    guard = CallGuard(classify, metrics, log_calls=log_calls, authorizer=authorizer)
+    guard = CallGuard(
+        classify, metrics, log_calls=log_calls, authorizer=authorizer, admission=admission
+    )
     wrap: Wrap = guard.wrap
     if tracing is not None:
         # Outside the guard, so that a span sees the status the guard sets.

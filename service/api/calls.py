@@ -1,6 +1,7 @@
 """The one wrapper every call runs in.
 
-It checks the caller against the authorization policy (``service.api.authz``)
+It admits the call under the process's limit of calls at once (``Admission``),
+checks the caller against the authorization policy (``service.api.authz``)
 and runs the call as that principal (``service.domain.actor``); it turns
 domain errors into statuses (and any other exception into INTERNAL, or
 UNAVAILABLE for a lost database), and times, counts and logs the call.
@@ -26,7 +27,7 @@ import grpc.aio
 from service.api.access_lines import log_call
 from service.api.status import internal_status, to_status
 from service.domain.actor import Actor, acting_as
-from service.domain.errors import UsersError
+from service.domain.errors import TooManyCalls, UsersError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -36,9 +37,24 @@ if TYPE_CHECKING:
 
     Behavior = Callable[[Any, Any], Awaitable[Any]]
 
-__all__ = ["CallGuard"]
+__all__ = ["Admission", "CallGuard"]
 
 log = logging.getLogger("service.errors")
+
+
+class Admission:
+    """The calls being served by this process, against its limit (``--max-concurrent-rpcs``).
+
+    One count for all the process's gRPC servers (``service.listening``):
+    grpc.aio's own limit is per server. Calls over it are refused with
+    RESOURCE_EXHAUSTED before any work; health checks are not counted.
+    """
+
+    __slots__ = ("limit", "serving")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.serving = 0
 
 
 class CallGuard:
@@ -49,6 +65,7 @@ class CallGuard:
         *,
         log_calls: bool,
         authorizer: Authorizer | None = None,
+        admission: Admission | None = None,
     ) -> None:
         # Maps a non-domain exception (a lost database connection, say) to a
         # domain error, or returns None when it is a genuine fault.
@@ -56,6 +73,7 @@ class CallGuard:
         self._metrics = metrics
         self._log_calls = log_calls
         self._authorizer = authorizer
+        self._admission = admission
 
     def wrap(self, service: str, method: str, behavior: Behavior) -> Behavior:
         full_method = f"/{service}/{method}"
@@ -65,7 +83,7 @@ class CallGuard:
             self._log_calls,
             os.getpid(),
         )
-        authorizer = self._authorizer
+        authorizer, admission = self._authorizer, self._admission
         if metrics is not None:
             started = metrics.started.labels(service, method)
             latency = metrics.latency.labels(service, method)
@@ -74,10 +92,16 @@ class CallGuard:
             start = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
             caller = ""
+            admitted = False
             if metrics is not None:
                 started.inc()
                 metrics.in_flight.inc()
             try:
+                if admission is not None:
+                    if admission.serving >= admission.limit:
+                        raise TooManyCalls(admission.limit)
+                    admission.serving += 1
+                    admitted = True
                 if authorizer is None:
                     response = await behavior(request, context)
                 else:
@@ -110,6 +134,8 @@ class CallGuard:
                 code = status.code
                 await context.abort_with_status(status)
             finally:
+                if admitted and admission is not None:
+                    admission.serving -= 1
                 elapsed = time.perf_counter() - start
                 if metrics is not None:
                     metrics.in_flight.dec()

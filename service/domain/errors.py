@@ -293,6 +293,15 @@ class ResourceExhausted(UsersError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class TooManyCalls(ResourceExhausted):
+    reason = "TOO_MANY_CALLS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The server is serving its limit of {limit} calls at once; retry with backoff."
+        )
+
+
 class TooManyAttempts(ResourceExhausted):
     reason = "TOO_MANY_ATTEMPTS"
 
