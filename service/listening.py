@@ -83,13 +83,14 @@ def check_free(listen: str) -> None:
     except socket.gaierror:
         return
     for family, kind, proto, _, address in found:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(address)
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise BindError(f"cannot listen on {listen}: address in use") from None
+        except OSError as error:
+            # Anything else (no IPv6 here, say) is for grpc's own bind to report.
+            if error.errno == errno.EADDRINUSE:
+                raise BindError(f"cannot listen on {listen}: address in use") from None
 
 
 def bind(server: grpc.aio.Server, settings: Settings, port: int | None = None) -> int:
