@@ -90,7 +90,8 @@ static void build_request(Call *call) {
     int from = (int)(next_random() % (unsigned)g_id_count);
     int to = (int)(next_random() % (unsigned)(g_id_count - 1));
     if (to >= from) to++;
-    int id_length = snprintf(request_id, sizeof request_id, "g%s-%llx", g_tag, g_counter++);
+    /* At most 1 + 16 + 1 + 16 characters: fits request_id and message. */
+    int id_length = snprintf(request_id, sizeof request_id, "g%.16s-%llx", g_tag, g_counter++);
     message[n++] = 0x08;
     n += put_varint(message + n, (unsigned long long)g_ids[from]);
     message[n++] = 0x10;

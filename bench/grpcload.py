@@ -68,7 +68,8 @@ def transfer_load(
     tag: str,
 ) -> CLoad:
     """TransferFunds between random pairs of ``funded_ids``, ``in_flight`` calls at a time."""
-    connections = min(in_flight, 4)
+    # Up to 4 connections with the same number of calls each: exactly in_flight in all.
+    connections = next(c for c in (4, 3, 2, 1) if in_flight % c == 0)
     host, _, port = target.rpartition(":")
     done = subprocess.run(
         [
@@ -76,7 +77,7 @@ def transfer_load(
             host,
             port,
             str(connections),
-            str(max(in_flight // connections, 1)),
+            str(in_flight // connections),
             str(seconds),
             str(warmup),
             tag,

@@ -21,6 +21,7 @@ from service.db.database import Database, DatabaseUnreachable
 from service.db.migrate import MigrationFailed, MigrationsPending, require_migrated
 from service.domain.feed import prune_feed
 from service.domain.users import purge_deleted_users
+from service.listening import check_free
 from service.server import BindError, UsersServer
 from service.workers import run_workers
 
@@ -143,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.workers == 1:
         _guarded(lambda: _run(serve(settings)))
         return
+    # The workers share the port with each other, never with a server already
+    # on it (their SO_REUSEPORT would let them): one line, before any worker.
+    _guarded(lambda: check_free(settings.listen))
     if settings.authz_policy:
         # A bad policy stops start-up once, with one line, before any worker.
         _guarded(lambda: load_policy(settings.authz_policy))

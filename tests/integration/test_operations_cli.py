@@ -202,11 +202,13 @@ async def test_two_workers_share_one_port_and_both_answer_calls(database_url, tm
         assert await running.wait_exit() == 0, running.stderr
 
 
-async def test_a_second_server_on_a_taken_port_exits_1_saying_it_cannot_listen(tmp_path):
+# Workers share a port with each other (SO_REUSEPORT), never with a server on it.
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_second_server_on_a_taken_port_exits_1_saying_it_cannot_listen(tmp_path, workers):
     async with running_service(f"sqlite://{tmp_path / 'first.sqlite3'}") as first:
         status, _, err = await run_cli(
             "--listen", first.address, "--database-url", f"sqlite://{tmp_path / 'second.sqlite3'}",
-            cwd=tmp_path,
+            "--workers", workers, cwd=tmp_path,
         )  # fmt: skip
         assert status == 1, err
         lines = [line for line in err.splitlines() if "cannot listen" in line]
