@@ -9,8 +9,9 @@ accepts on its own; the servers bind the port with SO_REUSEPORT and the
 kernel spreads connections over them (by address, so one connection is
 always served by one of them, and a client with a single connection gains
 nothing). SO_REUSEPORT would also let a second process share the port by
-mistake, so without ``--workers`` the port is first checked to be free
-(``check_free``): a second server still fails with ``cannot listen on ...``.
+mistake, so the port is first checked to be free (``check_free``; with
+``--workers``, by the parent before it forks): a second server still fails
+with ``cannot listen on ...``.
 """
 
 from __future__ import annotations
