@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from service.config import Settings
 
-__all__ = ["BindError", "accept_loops", "bind", "channel_options", "check_free", "serve_metrics"]
+__all__ = ["BindError", "bind", "channel_options", "check_free", "serve_metrics"]
 
 
 class BindError(RuntimeError):
@@ -61,11 +61,6 @@ def channel_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, 
     return options
 
 
-def accept_loops(settings: Settings) -> int:
-    """How many servers share the listen address: one for a Unix socket (no SO_REUSEPORT)."""
-    return 1 if settings.listen.startswith("unix") else settings.accept_loops
-
-
 def check_free(listen: str) -> None:
     """Raise BindError if something already listens on ``listen`` (port 0 is always free).
 
@@ -74,8 +69,8 @@ def check_free(listen: str) -> None:
     not, makes it fail. Two servers started at the same instant can still
     both pass; an address this host does not have is left to ``bind``.
     """
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
+    host, _, port = listen.rpartition(":")  # HOST:PORT, as Settings checked it
+    if int(port) == 0:
         return
     try:
         found = socket.getaddrinfo(

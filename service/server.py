@@ -40,14 +40,7 @@ from service.domain.throttle import LoginThrottle, ThrottlePolicy
 from service.domain.users import Accounts
 from service.feed_runtime import FeedRuntime
 from service.health_probe import watch_database
-from service.listening import (
-    BindError,
-    accept_loops,
-    bind,
-    channel_options,
-    check_free,
-    serve_metrics,
-)
+from service.listening import BindError, bind, channel_options, check_free, serve_metrics
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -128,10 +121,11 @@ class UsersServer:
                 raise
             waiting = True
 
-        loops = accept_loops(self.settings)
-        shared = self.reuse_port or loops > 1
-        if shared and not self.reuse_port:
+        loops = self.settings.accept_loops
+        if loops > 1 and not self.reuse_port:
+            # Workers were checked by their parent; a lone process checks here.
             check_free(self.settings.listen)
+        shared = loops > 1 or self.reuse_port
         authorizer = await self._open_authorizer()
         # The call limit is the process's (Admission), not each server's.
         self._servers = [
