@@ -13,30 +13,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import grpc
 
 from bench.config import ROOT
+from bench.pyclient import LoadResult, LoadSpec
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-__all__ = ["CLoad", "binary", "transfer_load"]
+__all__ = ["ClientUnavailable", "binary", "transfer_load"]
 
 SOURCE = ROOT / "bench" / "grpcload.c"
 BINARY = ROOT / "build" / "grpcload"
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-@dataclass
-class CLoad:
-    calls_per_s: float = 0.0
-    p50_ms: float = float("nan")
-    p99_ms: float = float("nan")
-    errors: int = 0
-    codes: dict[str, int] = field(default_factory=dict)
+class ClientUnavailable(RuntimeError):
+    """The client cannot be built here (no C compiler, or no nghttp2 headers)."""
 
 
 def binary() -> str:
@@ -45,7 +36,7 @@ def binary() -> str:
         return str(BINARY)
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise RuntimeError("no C compiler: apt-get install gcc libnghttp2-dev")
+        raise ClientUnavailable("no C compiler: apt-get install gcc libnghttp2-dev")
     BINARY.parent.mkdir(exist_ok=True)
     built = subprocess.run(
         [compiler, "-O2", "-o", str(BINARY), str(SOURCE), "-lnghttp2"],
@@ -54,38 +45,34 @@ def binary() -> str:
         check=False,
     )
     if built.returncode != 0:
-        raise RuntimeError(f"cannot build grpcload (libnghttp2-dev?): {built.stderr[-400:]}")
+        raise ClientUnavailable(f"cannot build grpcload (libnghttp2-dev?): {built.stderr[-400:]}")
     return str(BINARY)
 
 
-def transfer_load(
-    target: str,
-    *,
-    in_flight: int,
-    seconds: float,
-    warmup: float,
-    funded_ids: Sequence[int],
-    tag: str,
-) -> CLoad:
-    """TransferFunds between random pairs of ``funded_ids``, ``in_flight`` calls at a time."""
-    # Up to 4 connections with the same number of calls each: exactly in_flight in all.
-    connections = next(c for c in (4, 3, 2, 1) if in_flight % c == 0)
-    host, _, port = target.rpartition(":")
+def transfer_load(spec: LoadSpec) -> LoadResult:
+    """TransferFunds between random pairs of ``spec.funded_ids``, ``spec.concurrency`` at a time.
+
+    The same spec as the Python client's (``bench.pyclient.run_load``), kind
+    ``transfer``; ``procs`` does not apply (one thread is enough).
+    """
+    # Up to 4 connections with the same number of calls each: exactly the concurrency in all.
+    connections = next(c for c in (4, 3, 2, 1) if spec.concurrency % c == 0)
+    host, _, port = spec.target.rpartition(":")
     done = subprocess.run(
         [
             binary(),
             host,
             port,
             str(connections),
-            str(in_flight // connections),
-            str(seconds),
-            str(warmup),
-            tag,
-            ",".join(map(str, funded_ids)),
+            str(spec.concurrency // connections),
+            str(spec.duration),
+            str(spec.warmup),
+            spec.tag,
+            ",".join(map(str, spec.funded_ids)),
         ],
         capture_output=True,
         text=True,
-        timeout=seconds + warmup + 60,
+        timeout=spec.duration + spec.warmup + 60,
         check=False,
     )
     if done.returncode != 0:
@@ -94,10 +81,12 @@ def transfer_load(
     codes = {
         CODE_NAMES.get(int(code), "NO_STATUS"): count for code, count in report["codes"].items()
     }
-    return CLoad(
+    return LoadResult(
+        calls=report["calls"],
         calls_per_s=report["calls_per_s"],
         p50_ms=report["p50_ms"],
         p99_ms=report["p99_ms"],
         errors=sum(count for name, count in codes.items() if name != "OK"),
         codes=codes,
+        wall_s=spec.duration,
     )

@@ -31,8 +31,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.config import ROOT, BenchConfig
-from bench.grpcload import transfer_load
-from bench.pyclient import LoadRun, LoadSpec
+from bench.grpcload import ClientUnavailable, transfer_load
+from bench.pyclient import LoadSpec, run_load
 from bench.scale import _export, _start
 from bench.seed import password_hash, recreate_postgres_database, seed_postgres, seed_sqlite
 from bench.server import ServerProcess, free_port, service_argv
@@ -121,45 +121,29 @@ class Transfers:
             url = _url_with_database(self.config.postgres_url, f"{name}_transfers")
             asyncio.run(recreate_postgres_database(url))
         server, funded = self.service(f"transfers-{backend}-{version}", url, source)
-        clients = self.config.transfer_clients
+        spec = LoadSpec(
+            target=server.target,
+            kind="transfer",
+            concurrency=self.config.transfer_clients,
+            duration=self.seconds,
+            warmup=self.config.warmup,
+            procs=self.config.client_procs,
+            funded_ids=funded,
+            tag=os.urandom(3).hex(),
+        )
         measured: list[tuple[str, float, float, int]] = []
         try:
-            try:
-                c_load = transfer_load(
-                    server.target,
-                    in_flight=clients,
-                    seconds=self.seconds,
-                    warmup=self.config.warmup,
-                    funded_ids=funded,
-                    tag=os.urandom(3).hex(),
-                )
-            except RuntimeError as error:
-                # No compiler or nghttp2 headers: the Python client's figure only.
-                self.say(f"{backend} {version}: no C client ({error})")
-            else:
-                measured.append(("C", c_load.calls_per_s, c_load.p50_ms, c_load.errors))
+            for client, drive in (("C", transfer_load), ("Python", run_load)):
+                try:
+                    load = drive(spec)
+                except ClientUnavailable as error:
+                    self.say(f"{backend} {version}: no {client} client ({error})")
+                    continue
+                measured.append((client, load.calls_per_s, load.p50_ms, load.errors))
                 self.say(
-                    f"{backend} {version} (C client): {c_load.calls_per_s:.0f} transfers/s, "
-                    f"p50 {c_load.p50_ms:.2f} ms, {c_load.errors} errors {c_load.codes}"
+                    f"{backend} {version} ({client} client): {load.calls_per_s:.0f} "
+                    f"transfers/s, p50 {load.p50_ms:.2f} ms, {load.errors} errors {load.codes}"
                 )
-            spec = LoadSpec(
-                target=server.target,
-                kind="transfer",
-                concurrency=clients,
-                duration=self.seconds,
-                warmup=self.config.warmup,
-                procs=self.config.client_procs,
-                funded_ids=funded,
-                tag=os.urandom(3).hex(),
-            )
-            run = LoadRun(spec)
-            run.start()
-            load = run.join()
-            measured.append(("Python", load.calls_per_s, load.p50_ms, load.errors))
-            self.say(
-                f"{backend} {version} (Python client): {load.calls_per_s:.0f} transfers/s, "
-                f"p50 {load.p50_ms:.2f} ms, {load.errors} errors {load.codes}"
-            )
         finally:
             server.stop()
         return measured
