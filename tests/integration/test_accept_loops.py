@@ -78,7 +78,8 @@ async def test_calls_on_many_connections_are_all_served(database_url):
         async with channels(running.address, 3 * LOOPS) as stubs:
             got = await asyncio.gather(
                 *(
-                    stub.GetUser(user_service_pb2.GetUserRequest(id=user.id))
+                    # A connection on a server that never started would hang: fail instead.
+                    stub.GetUser(user_service_pb2.GetUserRequest(id=user.id), timeout=10)
                     for stub in stubs
                     for _ in range(5)
                 )
@@ -117,9 +118,11 @@ async def test_a_port_is_free_again_once_its_server_stopped(database_url):
     for _ in range(2):
         server = UsersServer(settings_on(port, database_url))
         await server.start()
-        try:
-            async with channels(f"127.0.0.1:{port}", 2) as stubs:
+        async with channels(f"127.0.0.1:{port}", 2) as stubs:
+            try:
                 for stub in stubs:
                     await create_user(stub)
-        finally:
-            await server.stop(0)
+            finally:
+                # Stopped while its clients are connected, the server closes first:
+                # the TIME_WAIT is on its port.
+                await server.stop(0)

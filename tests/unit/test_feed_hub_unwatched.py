@@ -111,7 +111,7 @@ async def test_after_the_last_visit_the_ring_stops_filling(monkeypatch):
 
 
 async def test_with_nobody_watching_a_write_storm_is_followed_a_read_per_period(monkeypatch):
-    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.02, raising=False)
+    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.02)
     feed = FakeFeed()
     async with running_hub(feed) as hub:
         await settle(hub, feed)
@@ -129,7 +129,7 @@ async def test_with_nobody_watching_a_write_storm_is_followed_a_read_per_period(
 
 
 async def test_with_nobody_watching_a_lone_write_is_followed_at_once(monkeypatch):
-    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.2, raising=False)
+    monkeypatch.setattr(feed_hub, "FOLLOW_EVERY", 0.2)
     feed = FakeFeed()
     # No periodic re-read in between: the last read is the one before the quiet spell.
     async with running_hub(feed, poll_interval=30.0) as hub:
