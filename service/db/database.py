@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tortoise.context import TortoiseContext
 from tortoise.exceptions import ConfigurationError, IntegrityError
 
-from service.db import point_reads
 from service.db.errors import as_unavailable
+from service.db.lanes import close_lanes
 from service.db.migrate import apply_migrations, apps_config
 from service.db.models import ServiceSecret
 from service.db.pooled import postgres_config
@@ -268,8 +268,8 @@ class Database:
         except ConfigurationError:  # closed already
             db = None
         if db is not None:
-            # The point-read lanes first: the pool's close waits for every connection.
-            await point_reads.close(db)
+            # The lanes first: the pool's close waits for every connection.
+            await close_lanes(db)
             close_reader(db)
         await self.context.close_connections()
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from users.v1 import resources_pb2, user_service_pb2
 
-from service.db import point_reads, sqlite_reader
+from service.db import lanes, sqlite_reader
 from service.db import sql as sql_module
 from tests.helpers import create_user
 
@@ -161,7 +161,7 @@ def counting_statements(service: RunningService) -> Iterator[list[str]]:
 
     The client is the one object the service's queries go through outside a
     transaction, besides the point-read lanes (``service.db.sqlite_reader``,
-    the kept connection of ``service.db.point_reads``), which are wrapped too;
+    the kept connections of ``service.db.lanes``), which are wrapped too;
     its execute methods are wrapped on that instance and restored when the
     block exits. Statements inside a transaction run on the transaction's own
     client and are not seen.
@@ -187,7 +187,7 @@ def counting_statements(service: RunningService) -> Iterator[list[str]]:
             statements.append(f"{name}: {sql}")
 
     original_rows_now = sqlite_reader.rows_now
-    original_lane = point_reads._Loader._kept_rows
+    original_lane_rows = lanes.lane_rows
 
     def rows_now(db: Any, sql: str, params: Any) -> Any:
         found = original_rows_now(db, sql, params)
@@ -195,13 +195,15 @@ def counting_statements(service: RunningService) -> Iterator[list[str]]:
             record("sqlite_reader", sql)
         return found
 
-    async def lane(loader: Any, pool: Any, ids: list[int]) -> Any:
-        record("point_reads", point_reads._BY_IDS)
-        return await original_lane(loader, pool, ids)
+    async def lane_rows(db: Any, sql: str, params: Any) -> Any:
+        found = await original_lane_rows(db, sql, params)
+        if found is not None:
+            record("lanes", sql)
+        return found
 
     with pytest.MonkeyPatch.context() as patch:
         for name in CLIENT_METHODS:
             patch.setattr(client, name, counted(name, getattr(client, name)))
         patch.setattr(sql_module, "rows_now", rows_now)
-        patch.setattr(point_reads._Loader, "_kept_rows", lane)
+        patch.setattr(lanes, "lane_rows", lane_rows)
         yield statements

@@ -9,6 +9,7 @@ from users.v1 import user_service_pb2
 
 from service.db import point_reads
 from tests.helpers import create_user, failure, insert_rows
+from tests.integration.money_helpers import counting_statements
 
 
 async def test_concurrent_get_users_each_get_their_own_user_or_not_found(service, stub):
@@ -53,3 +54,21 @@ async def test_a_deleted_user_is_not_found_through_the_shared_read(stub):
     got = await failure(stub.GetUser(user_service_pb2.GetUserRequest(id=user.id)))
     assert got.code == grpc.StatusCode.NOT_FOUND
     assert str(user.id) in got.message
+
+
+async def test_concurrent_get_users_share_reads_on_postgresql(service, stub, backend):
+    await insert_rows(service, [f"share{i:02d}" for i in range(30)])
+    users = list((await stub.ListUsers(user_service_pb2.ListUsersRequest(page_size=50))).users)
+    with counting_statements(service) as statements:
+        got = await asyncio.gather(
+            *(stub.GetUser(user_service_pb2.GetUserRequest(id=u.id)) for u in users)
+        )
+    assert list(got) == users
+    reads = [s for s in statements if "FROM users WHERE id" in s]
+    if backend == "postgres":
+        # The first call reads alone; the calls that arrive during a read
+        # share the next one.
+        assert 1 < len(reads) < len(users)
+    else:
+        # SQLite reads each on the loop: microseconds, nothing to share.
+        assert len(reads) == len(users)
