@@ -8,9 +8,13 @@ to 4 connections, ``-m`` streams each, calls in flight = c x m. At each level
 the bare server is measured right before the service, so that both see the
 same machine. ``BENCH_SCALE_BASELINE=<git ref>`` adds the service of that
 commit (exported with ``git archive``) at every level: before and after.
+Each level is measured ``BENCH_CURVE_REPEATS`` times, bare and services
+taking turns, and each figure is the median of its runs: on this shared
+2-core machine one run of a few seconds can be off by a third.
 
 Settings: ``BENCH_CURVE_LEVELS`` (``1,4,16,32,64,128,256,512``),
-``BENCH_CURVE_SECONDS`` (3), ``BENCH_CURVE_METHODS`` (``GetUser``; add
+``BENCH_CURVE_SECONDS`` (3), ``BENCH_CURVE_REPEATS`` (3),
+``BENCH_CURVE_METHODS`` (``GetUser``; add
 ``LookupUser,BatchGetUsers``), ``BENCH_BACKENDS``, ``BENCH_RESULTS_DIR``
 (``curve.json``, ``curve.png``).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +60,7 @@ def main() -> None:
         int(x) for x in os.environ.get("BENCH_CURVE_LEVELS", "1,4,16,32,64,128,256,512").split(",")
     ]
     seconds = float(os.environ.get("BENCH_CURVE_SECONDS", "3"))
+    repeats = max(int(os.environ.get("BENCH_CURVE_REPEATS", "3")), 1)
     methods = [m.strip() for m in os.environ.get("BENCH_CURVE_METHODS", "GetUser").split(",")]
     hashed = password_hash()
     rows: list[dict[str, object]] = []
@@ -78,7 +84,18 @@ def main() -> None:
                 for version, source in versions:
                     servers[version] = _service(config, work, backend, version, source, hashed)
                 try:
-                    _measure(config, work, backend, levels, seconds, methods, bare, servers, rows)
+                    _measure(
+                        config,
+                        work,
+                        backend,
+                        levels,
+                        seconds,
+                        repeats,
+                        methods,
+                        bare,
+                        servers,
+                        rows,
+                    )
                 finally:
                     for server, _ in servers.values():
                         server.stop()
@@ -127,7 +144,7 @@ def _request(method: str, seed: SeedInfo) -> bytes:
     return pb.BatchGetUsersRequest(ids=ids).SerializeToString()
 
 
-def _measure(config, work, backend, levels, seconds, methods, bare, servers, rows) -> None:  # type: ignore[no-untyped-def]
+def _measure(config, work, backend, levels, seconds, repeats, methods, bare, servers, rows) -> None:  # type: ignore[no-untyped-def]
     bare_payload = work / "bare.bin"
     bare_payload.write_bytes(grpc_frame(pb.GetUserRequest(id=42).SerializeToString()))
     for method in methods:
@@ -155,21 +172,25 @@ def _measure(config, work, backend, levels, seconds, methods, bare, servers, row
                 )
                 return run.calls_per_s or 0.0
 
-            bare_rate = rate(bare.target, bare_payload, "GetUser")
-            row: dict[str, object] = {
-                "backend": backend,
-                "method": method,
-                "in_flight": level,
-                "bare": bare_rate,
-            }
+            payloads: dict[str, Path] = {}
             for version, (server, seed) in servers.items():
                 raw = _request(method, seed)
                 code, details = probe(server.target, SERVICE + method, raw)
                 if code != "OK":
                     raise RuntimeError(f"{method} on {version}: {code} {details}")
-                payload = work / f"{backend}-{version}-{method}.bin"
-                payload.write_bytes(grpc_frame(raw))
-                row[version] = rate(server.target, payload, method)
+                payloads[version] = work / f"{backend}-{version}-{method}.bin"
+                payloads[version].write_bytes(grpc_frame(raw))
+            runs: dict[str, list[float]] = {"bare": [], **{v: [] for v in servers}}
+            for _ in range(repeats):
+                runs["bare"].append(rate(bare.target, bare_payload, "GetUser"))
+                for version, (server, _seed) in servers.items():
+                    runs[version].append(rate(server.target, payloads[version], method))
+            row: dict[str, object] = {
+                "backend": backend,
+                "method": method,
+                "in_flight": level,
+                **{name: statistics.median(rates) for name, rates in runs.items()},
+            }
             rows.append(row)
             print(f"[curve] {json.dumps(row)}", file=sys.stderr, flush=True)
 
