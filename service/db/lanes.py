@@ -14,9 +14,10 @@ time. A read that finds every lane busy goes through the pool as before
 of the pool at most, one connection of a pool of 2 to 5, and none of a pool
 of one, which stays the pool's.
 
-What a caller sees is what the pool gives: the same committed snapshot of
-its own statement, the same driver errors (``service.db.errors`` classifies
-lost connections from either). A lane whose statement fails in any way goes
+What a caller sees is what the pool gives: the committed snapshot of its
+own statement, and a lost connection classified the same (asyncpg's error
+raised as it is, where Tortoise wraps it; ``service.db.errors`` looks
+through both). A lane whose statement fails in any way goes
 back to the pool, which replaces a connection that was lost; the next read
 takes another.
 """
