@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 from tortoise.backends.base.client import TransactionalDBClient
 
-from service.db import lanes
 from service.db.sql import Statement, client
 from service.db.user_rows import COLUMNS, VISIBLE, user_of
 from service.domain.errors import UserNotFound
@@ -79,9 +78,7 @@ class _Loader:
         try:
             found = await self.rows([user_id])
         finally:
-            self.reading = False
-            if not self.scheduled:
-                self.start()
+            self.read_ended()
         if not found:
             raise UserNotFound(user_id)
         return user_of(found[0])
@@ -99,12 +96,15 @@ class _Loader:
             asyncio.get_running_loop().call_soon(self.start)
 
     async def rows(self, ids: list[int]) -> list[Any]:
-        found = await lanes.lane_rows(self.db, _BY_IDS, [ids])
-        if found is not None:
-            return found
         statement = Statement(_BY_IDS)
         statement.param(ids)
-        return await statement.rows()
+        # On a lane (service.db.lanes) when one is free, through the pool otherwise.
+        return await statement.committed_rows()
+
+    def read_ended(self) -> None:
+        self.reading = False
+        if not self.scheduled:
+            self.start()
 
     def start(self) -> None:
         self.scheduled = False
@@ -118,9 +118,7 @@ class _Loader:
         try:
             await _answer(batch, self)
         finally:
-            self.reading = False
-            if not self.scheduled:
-                self.start()
+            self.read_ended()
 
 
 _loaders: weakref.WeakKeyDictionary[BaseDBAsyncClient, _Loader] = weakref.WeakKeyDictionary()
