@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+    from contextlib import AbstractContextManager
 
     from opentelemetry.trace import Tracer
 
@@ -111,16 +112,18 @@ def _traced_transaction(
     return traced
 
 
-@contextlib.contextmanager
-def statement_span(system: str, query: str) -> Iterator[None]:
+# Reusable: entering and leaving it does nothing. An untraced statement (the
+# common case) then costs one context-variable lookup, not a generator.
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def statement_span(system: str, query: str) -> AbstractContextManager[None]:
     """The span of one statement, sent by Tortoise or not (none outside traced calls)."""
     tracer = database_tracer.get()
     if tracer is None:
-        yield
-        return
+        return _NO_SPAN
     operation, table = describe(query)
-    with _span(tracer, system, operation, table):
-        yield
+    return _span(tracer, system, operation, table)
 
 
 @contextlib.contextmanager
