@@ -39,8 +39,9 @@ def as_datetime(value: datetime | str) -> datetime:
 class Statement:
     """A statement built piece by piece, with the placeholders of the current dialect."""
 
-    def __init__(self, sql: str = "") -> None:
-        self._db = client()
+    def __init__(self, sql: str = "", *, db: BaseDBAsyncClient | None = None) -> None:
+        # ``db``: the caller's client() already, which saves resolving it again.
+        self._db = client() if db is None else db
         self.dialect = self._db.capabilities.dialect
         self._numbered = self.dialect == "postgres"
         self._parts = [sql] if sql else []
