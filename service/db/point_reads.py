@@ -5,15 +5,16 @@ On SQLite a read outside a transaction is answered on the event loop
 
 On PostgreSQL most of a GetUser is the round trip and the driver's work
 around it, paid per query. Here a call that finds nothing being read reads
-its row at once, in its own task, with ``WHERE id = $1``. A call that arrives while a read is on
-adds its id to the open batch of its database; a batch is read with one
-``WHERE id = ANY(...)`` that hands each caller its row (the DataLoader
-pattern). One read of a database is made at a time, on one of its lanes
-(``service.db.lanes``: a connection kept out of the pool, no acquire,
-release and Tortoise plumbing per query), or through the pool when every
-lane is busy; the calls that arrive meanwhile gather in the next batch,
-which starts when the read before it ends. So the busier the service, the
-more calls share a round trip, and a lone call pays no loop turns for it.
+its row at once, in its own task, with ``WHERE id = $1``. A call that
+arrives while a read is on adds its id to the open batch of its database; a
+batch is read with one ``WHERE id = ANY(...)`` that hands each caller its
+row (the DataLoader pattern). One read of a database is made at a time, on
+one of its lanes (``service.db.lanes``: a connection kept out of the pool,
+no acquire, release and Tortoise plumbing per query), or through the pool
+when every lane is busy; the calls that arrive meanwhile gather in the next
+batch, which starts when the read before it ends. So the busier the
+service, the more calls share a round trip, and a lone call pays no loop
+turns for it.
 
 One read at a time, not one per lane: measured with three at once, GetUser
 did 0.65-0.84x the calls/s at 4-32 in flight (the thinner batches cost the
